@@ -1,0 +1,50 @@
+"""The ``lipcert`` command: a thin shell over the library.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its
+parser and sets ``func`` (called with the parsed arguments, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import lipcert
+from lipcert.errors import LipcertError
+
+# Modules under lipcert.cli, in the order their commands appear in --help.
+COMMAND_MODULES = (
+    "lipcert.cli.data_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lipcert",
+        description="Lipschitz-certified robustness for PyTorch: bounds, certificates, attacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"lipcert {lipcert.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lipcert`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LipcertError as err:
+        print(f"lipcert: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

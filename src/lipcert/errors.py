@@ -1,0 +1,49 @@
+"""The errors lipcert raises.
+
+Every error derives from :class:`LipcertError`, so ``except LipcertError`` catches all of them.
+Messages say what went wrong and what to do about it. The subclasses also derive from the
+matching built-in exception (``ValueError``, ``TypeError``) so generic handlers still work.
+"""
+
+from __future__ import annotations
+
+
+class LipcertError(Exception):
+    """Base class of every error raised by lipcert."""
+
+
+class BadInputError(LipcertError, ValueError):
+    """An argument is malformed: wrong shape or rank, NaN/Inf values, unknown option name."""
+
+
+class DataError(BadInputError):
+    """A data set is unknown, missing, truncated or corrupted; the message names the file."""
+
+
+class CheckpointError(BadInputError):
+    """A checkpoint file or its JSON spec is missing, corrupted or does not match the model."""
+
+
+class UnsupportedLayerError(LipcertError, TypeError):
+    """A module or function has no Lipschitz rule; lipcert refuses to skip it silently."""
+
+
+class UnsoundRequestError(LipcertError):
+    """The request would produce a certificate that is not guaranteed.
+
+    Example: certifying with an ``estimate`` (a number that may lie below the truth) where an
+    ``exact`` value or an ``upper`` bound is required.
+    """
+
+
+def check_finite(tensor, what: str) -> None:
+    """Raise :class:`BadInputError` if ``tensor`` holds NaN or Inf; ``what`` names it."""
+    import torch
+
+    if not torch.is_tensor(tensor):
+        raise BadInputError(f"{what} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if not bool(torch.isfinite(tensor).all()):
+        raise BadInputError(
+            f"{what} contains NaN or Inf values; a bound computed from it would be meaningless. "
+            "Check the training run that produced it (learning rate, initialization)."
+        )
