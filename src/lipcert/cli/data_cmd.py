@@ -65,7 +65,8 @@ def run_show(args: argparse.Namespace) -> int:
     if args.out:
         grid = sample_grid(images, args.samples)
         fig, ax = new_figure(6, 6)
-        ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        pixels = (grid.squeeze(-1) if grid.shape[-1] == 1 else grid).numpy()
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(f"{args.name} {args.split}: first {min(args.samples, len(labels))} images")
         print(f"wrote {save_figure(fig, args.out)}")

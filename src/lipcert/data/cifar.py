@@ -16,8 +16,10 @@ import numpy as np
 
 from lipcert.errors import DataError
 
-# The only globals a CIFAR batch needs: numpy's array and dtype reconstruction.
+# The only globals a CIFAR batch needs: numpy's array and dtype reconstruction, and the
+# latin-1 encoder protocol-2 pickles use to rebuild bytes (a pure str -> bytes function).
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.numeric", "_frombuffer"),

