@@ -17,6 +17,10 @@ from lipcert.errors import LipcertError
 # Modules under lipcert.cli, in the order their commands appear in --help.
 COMMAND_MODULES = (
     "lipcert.cli.data_cmd",
+    "lipcert.cli.train_cmd",
+    "lipcert.cli.attack_cmd",
+    "lipcert.cli.bound_cmd",
+    "lipcert.cli.certify_cmd",
 )
 
 

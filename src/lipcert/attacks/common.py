@@ -1,0 +1,159 @@
+"""Checks and small tensor helpers shared by the attacks.
+
+Every attack works on a batch ``x`` of shape (N, ...) and treats its samples independently:
+the model must not mix samples (eval mode, no batch statistics), which is the caller's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from lipcert.errors import BadInputError, check_finite
+
+Model = Callable[[Tensor], Tensor]
+Bounds = tuple[float, float] | None
+"""Data range ``(low, high)`` the adversarial inputs are clipped to; ``None`` for no box."""
+
+DATA_RANGE: Bounds = (0.0, 1.0)
+
+
+def check_batch(x: Tensor, y: Tensor | None = None, clip: Bounds = None) -> None:
+    """Raise :class:`BadInputError` unless ``x`` is a finite float batch (N, ...) inside ``clip``
+    and ``y`` (when given) holds N integer labels on the same device."""
+    check_finite(x, "the input batch x")
+    if x.dim() < 2 or not x.is_floating_point():
+        raise BadInputError(
+            f"x must be a floating-point batch of shape (N, ...) with N samples, got dtype "
+            f"{x.dtype} and shape {tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)."
+        )
+    if y is not None:
+        if not torch.is_tensor(y) or y.shape != x.shape[:1] or y.is_floating_point():
+            raise BadInputError(
+                f"y must be an integer tensor of shape ({x.shape[0]},) (one label per sample), "
+                f"got {getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}."
+            )
+        if y.device != x.device:
+            raise BadInputError(f"x is on {x.device} but y on {y.device}; move both to one device.")
+    if clip is not None:
+        low, high = clip
+        if not low < high:
+            raise BadInputError(f"clip must be (low, high) with low < high, got {clip}.")
+        if x.numel() and (x.min().item() < low or x.max().item() > high):
+            raise BadInputError(
+                f"x has values in [{x.min().item():.4g}, {x.max().item():.4g}], outside the data "
+                f"range clip={clip}; pass the un-normalized inputs or clip=None (no box)."
+            )
+
+
+def check_norm(norm: float) -> float:
+    """Return ``norm`` as 2.0 or inf; raise :class:`BadInputError` for any other norm."""
+    try:
+        value = float(norm)
+    except (TypeError, ValueError):
+        value = math.nan
+    if value not in (2.0, math.inf):
+        raise BadInputError(f"norm must be 2 or float('inf'), got {norm!r}.")
+    return value
+
+
+def per_sample(
+    value: float | Tensor, x: Tensor, what: str, dtype: torch.dtype | None = None
+) -> Tensor:
+    """``value`` (a number or N numbers) as a finite, non-negative (N,) tensor on ``x``'s
+    device, in ``dtype`` (default ``x``'s)."""
+    if torch.is_tensor(value):
+        value = value.detach()
+    tensor = torch.as_tensor(value, dtype=dtype or x.dtype, device=x.device)
+    if tensor.dim() == 0:
+        tensor = tensor.expand(x.shape[0])
+    if tensor.shape != x.shape[:1]:
+        raise BadInputError(
+            f"{what} must be a number or hold one value per sample ({x.shape[0]}), "
+            f"got shape {tuple(tensor.shape)}."
+        )
+    check_finite(tensor, what)
+    if bool((tensor < 0).any()):
+        raise BadInputError(f"{what} must be non-negative, got a minimum of {tensor.min().item()}.")
+    return tensor.clone()
+
+
+def as_column(values: Tensor, x: Tensor) -> Tensor:
+    """Reshape per-sample ``values`` (N,) to broadcast against ``x`` (N, ...)."""
+    return values.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def l2_norms(t: Tensor) -> Tensor:
+    """Per-sample Euclidean norm of a batch (N, ...)."""
+    return t.flatten(1).norm(dim=1)
+
+
+def clamp_to(x: Tensor, clip: Bounds) -> Tensor:
+    """``x`` clipped to the data range (unchanged when ``clip`` is None)."""
+    return x if clip is None else x.clamp(clip[0], clip[1])
+
+
+def margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample ``max_{j != label} z_j - z_label``: positive exactly when another class wins."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise BadInputError(
+            f"the model must return logits of shape (N, classes) with at least 2 classes, got "
+            f"{tuple(logits.shape)}."
+        )
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    is_label = torch.nn.functional.one_hot(labels, logits.shape[1]).bool()
+    return logits.masked_fill(is_label, -math.inf).amax(dim=1) - own
+
+
+@contextlib.contextmanager
+def input_gradients_only(model: Model) -> Iterator[None]:
+    """Within the block, ``model``'s parameters do not require gradients, so forward passes
+    record no autograd graph for computations on the weights alone (e.g. a layer rescaling its
+    weight on every call) and attacks differentiate w.r.t. their input only. The flags are
+    restored on exit, also after an error. Non-module callables are left alone."""
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+
+
+def input_gradients(attack: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Decorator: run ``attack(model, ...)`` inside :func:`input_gradients_only` ``(model)``."""
+
+    @functools.wraps(attack)
+    def wrapper(model: Model, *args, **kwargs) -> Tensor:
+        with input_gradients_only(model):
+            return attack(model, *args, **kwargs)
+
+    return wrapper
+
+
+def predict(model: Model, x: Tensor) -> Tensor:
+    """Predicted classes of ``x`` (no gradients)."""
+    with torch.no_grad():
+        return model(x).argmax(dim=1)
+
+
+def generator_for(x: Tensor, seed: int | None) -> torch.Generator | None:
+    """A generator on ``x``'s device seeded with ``seed``; None (global RNG) without a seed."""
+    if seed is None:
+        return None
+    return torch.Generator(device=x.device).manual_seed(int(seed))
+
+
+def input_gradient(loss_per_sample: Tensor, x: Tensor) -> Tensor:
+    """Gradient of the summed per-sample losses w.r.t. ``x`` only (parameters' .grad untouched)."""
+    (grad,) = torch.autograd.grad(loss_per_sample.sum(), x)
+    return grad

@@ -1,0 +1,112 @@
+"""DeepFool, l2 (Moosavi-Dezfooli, Fawzi, Frossard 2016, arXiv 1511.04599).
+
+At every iterate the classifier is linearized around the current point: for each candidate
+class k, ``f_k = z_k - z_c`` (c the original prediction) with gradient ``w_k``; the nearest
+linearized boundary is ``l = argmin_k |f_k| / ||w_k||`` and the step is
+``(|f_l| + 1e-4) w_l / ||w_l||^2``. Steps accumulate into ``r``; the iterate is
+``x + (1 + overshoot) r``, clipped to the data range, until the prediction changes.
+
+On an affine classifier one step lands (1 + overshoot) times beyond the exact closest
+boundary point. The result is an empirical upper bound on the distance to the boundary, not
+a certificate: use :func:`lipcert.attacks.minimal_l2_distance` to get verified distances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lipcert.attacks.common import (
+    DATA_RANGE,
+    Bounds,
+    Model,
+    as_column,
+    check_batch,
+    clamp_to,
+    input_gradients,
+    l2_norms,
+)
+from lipcert.errors import BadInputError
+
+_TINY = 1e-12
+
+
+@input_gradients
+def deepfool(
+    model: Model,
+    x: Tensor,
+    steps: int = 50,
+    overshoot: float = 0.02,
+    num_classes: int | None = None,
+    *,
+    clip: Bounds = DATA_RANGE,
+) -> Tensor:
+    """Small l2 perturbations of ``x`` that change the model's prediction.
+
+    Args:
+        model: maps a batch to logits (N, classes), in eval mode (its mode is not changed).
+        x: clean inputs (N, ...), inside ``clip``.
+        steps: most linearization steps per sample.
+        overshoot: relative step beyond the linearized boundary.
+        num_classes: candidate classes per sample, the top-scoring ones at ``x`` (the
+            original prediction included); None for all classes.
+        clip: data range ``(low, high)``; None for no box.
+
+    Returns:
+        The batch of iterates: for each sample the first iterate whose prediction differs
+        from the prediction at ``x``, or the last one if none did within ``steps``.
+    """
+    check_batch(x, clip=clip)
+    if steps < 0 or overshoot < 0:
+        raise BadInputError(f"need steps >= 0 and overshoot >= 0, got {steps} and {overshoot}.")
+    x = x.detach()
+    with torch.no_grad():
+        logits = model(x)
+    classes = logits.shape[1]
+    count = classes if num_classes is None else int(num_classes)
+    if not 2 <= count <= classes:
+        raise BadInputError(f"num_classes must be in [2, {classes}], got {num_classes}.")
+    ranking = logits.argsort(dim=1, descending=True)
+    original = logits.argmax(dim=1)
+    candidates = _others(ranking[:, :count], original)
+
+    total = torch.zeros_like(x)
+    x_adv = x.clone()
+    for _ in range(steps):
+        with torch.enable_grad():
+            x_var = x_adv.requires_grad_(True)
+            logits = model(x_var)
+            active = logits.argmax(dim=1) == original
+            if not bool(active.any()):
+                break
+            own = logits.gather(1, original[:, None]).squeeze(1)
+            best_ratio = torch.full_like(own, math.inf).detach()
+            best_step = torch.zeros_like(x)
+            for column in range(candidates.shape[1]):
+                gap = logits.gather(1, candidates[:, column : column + 1]).squeeze(1) - own
+                more = column + 1 < candidates.shape[1]
+                (direction,) = torch.autograd.grad(gap.sum(), x_var, retain_graph=more)
+                gap = gap.detach()
+                length = l2_norms(direction).clamp_min(_TINY)
+                ratio = gap.abs() / length
+                closer = ratio < best_ratio
+                step = direction * as_column((gap.abs() + 1e-4) / length**2, x)
+                best_step = torch.where(as_column(closer, x), step, best_step)
+                best_ratio = torch.where(closer, ratio, best_ratio)
+        total = total + best_step * as_column(active, x)
+        x_adv = clamp_to(x + (1 + overshoot) * total, clip).detach()
+    return x_adv.detach()
+
+
+def _others(top: Tensor, original: Tensor) -> Tensor:
+    """The candidate classes of each row of ``top`` (N, k) other than ``original``: (N, k-1).
+
+    ``original`` is the argmax, so it sits in every row of ``top`` (ties may move it from the
+    first column; it is removed wherever it is).
+    """
+    keep = top != original[:, None]
+    missing = keep.all(dim=1)
+    keep[missing, -1] = False  # the argmax tied with, and ranked below, the last candidate
+    return top[keep].reshape(top.shape[0], top.shape[1] - 1)

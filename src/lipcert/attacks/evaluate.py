@@ -1,0 +1,159 @@
+"""Robust accuracy under attack, for one or several norms side by side.
+
+A sample counts as robust at radius eps when the model classifies it correctly and the attack
+finds no misclassified point within eps. This is an empirical UPPER bound on the true robust
+accuracy (a stronger attack can only lower it); certified accuracy is a lower bound.
+
+Showing l2 and l-infinity results on the same model makes visible the trade-off analysed by
+Araujo, Meunier, Pinot, Negrevergne 2020, "Advocating for Multiple Defense Strategies against
+Adversarial Examples" (arXiv 2012.02632): a defense tuned for one norm is rarely robust in the
+other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from lipcert.attacks.common import DATA_RANGE, Bounds, Model, check_norm, predict
+from lipcert.attacks.minimal import minimal_l2_distance
+from lipcert.attacks.pgd import pgd
+from lipcert.errors import BadInputError
+
+ATTACKS = ("pgd", "deepfool", "cw")
+_MINIMAL_METHOD = {"deepfool": "deepfool", "cw": "cw"}
+
+
+def robust_accuracy(
+    model: Model,
+    data: Dataset | tuple[Tensor, Tensor],
+    eps_list: Sequence[float] | Mapping[float, Sequence[float]],
+    norm: float | Sequence[float] = 2,
+    attack: str = "pgd",
+    batch_size: int = 256,
+    progress: bool = True,
+    *,
+    steps: int = 50,
+    restarts: int = 1,
+    loss: str = "margin",
+    seed: int | None = 0,
+    clip: Bounds = DATA_RANGE,
+    device: torch.device | str | None = None,
+) -> dict:
+    """Accuracy of ``model`` on ``data`` under ``attack`` at every radius in ``eps_list``.
+
+    Args:
+        model: maps a batch to logits, in eval mode (its mode is not changed).
+        data: a Dataset of (input, label) pairs or a tuple of tensors ``(x, y)``.
+        eps_list: radii; with several norms, either one list for all or a mapping
+            ``{norm: radii}``.
+        norm: 2, ``float("inf")``, or a sequence of both for a side-by-side evaluation.
+        attack: ``"pgd"`` (l2 or l-infinity), ``"deepfool"`` or ``"cw"`` (l2 only: they find
+            a minimal perturbation once per sample, which is then compared with every eps).
+        batch_size: samples per attacked batch.
+        progress: show a tqdm progress bar over batches.
+        steps, restarts, loss, seed: PGD budget, loss (``"margin"`` or ``"ce"``) and seed
+            (``steps`` also bounds DeepFool's and Carlini-Wagner's iterations).
+        clip: data range; None for no box.
+        device: where to run; default the device of the model's first parameter (else the
+            data's device).
+
+    Returns:
+        ``{"attack", "count", "clean_accuracy", "results": [{"norm", "eps",
+        "robust_accuracy"}, ...]}`` with accuracies in [0, 1], results in the order of the
+        norms, then of the radii.
+    """
+    if attack not in ATTACKS:
+        raise BadInputError(f"attack must be one of {ATTACKS}, got {attack!r}.")
+    several = isinstance(norm, Sequence) and not isinstance(norm, str)
+    norms = [check_norm(n) for n in (norm if several else [norm])]
+    radii = _radii_per_norm(norms, eps_list)
+    if attack != "pgd" and norms != [2.0]:
+        raise BadInputError(f"attack {attack!r} is an l2 attack; use norm=2 or attack='pgd'.")
+    if batch_size < 1:
+        raise BadInputError(f"batch_size must be >= 1, got {batch_size}.")
+    loader = _batches(data, batch_size)
+    target = _device(model, device)
+
+    total = 0
+    correct_count = 0
+    robust_count = {(p, e): 0 for p in norms for e in radii[p]}
+    for x, y in tqdm(loader, desc=f"{attack} attack", disable=not progress, leave=False):
+        if target is not None:
+            x, y = x.to(target), y.to(target)
+        correct = predict(model, x) == y
+        total += len(y)
+        correct_count += int(correct.sum())
+        x, y = x[correct], y[correct]
+        if len(y) == 0:
+            continue
+        if attack == "pgd":
+            for p in norms:
+                for e in radii[p]:
+                    x_adv = pgd(
+                        model, x, y, e, norm=p, steps=steps, restarts=restarts, seed=seed,
+                        loss=loss, clip=clip,
+                    )
+                    robust_count[(p, e)] += int((predict(model, x_adv) == y).sum())
+        else:
+            distance = minimal_l2_distance(
+                model,
+                x,
+                y,
+                method=_MINIMAL_METHOD[attack],
+                clip=clip,
+                deepfool_steps=steps,
+                cw_steps=steps,
+            )
+            for e in radii[2.0]:
+                robust_count[(2.0, e)] += int((distance > e).sum())
+    if total == 0:
+        raise BadInputError("data holds no samples.")
+    return {
+        "attack": attack,
+        "count": total,
+        "clean_accuracy": correct_count / total,
+        "results": [
+            {"norm": p, "eps": e, "robust_accuracy": robust_count[(p, e)] / total}
+            for p in norms
+            for e in radii[p]
+        ],
+    }
+
+
+def _radii_per_norm(
+    norms: list[float], eps_list: Sequence[float] | Mapping[float, Sequence[float]]
+) -> dict[float, list[float]]:
+    if isinstance(eps_list, Mapping):
+        radii = {check_norm(p): [float(e) for e in values] for p, values in eps_list.items()}
+        missing = [p for p in norms if p not in radii]
+        if missing:
+            raise BadInputError(f"eps_list has no radii for norm(s) {missing}.")
+    else:
+        radii = {p: [float(e) for e in eps_list] for p in norms}
+    for values in radii.values():
+        if not values or any(not math.isfinite(e) or e < 0 for e in values):
+            raise BadInputError(f"eps_list needs finite radii >= 0, got {values}.")
+    return radii
+
+
+def _batches(data: Dataset | tuple[Tensor, Tensor], batch_size: int):
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(torch.is_tensor(t) for t in data):
+            raise BadInputError("data must be a Dataset or a tuple of tensors (x, y).")
+        x, y = data
+        starts = range(0, len(y), batch_size)
+        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in starts]
+    return DataLoader(data, batch_size=batch_size, shuffle=False)
+
+
+def _device(model: Model, device: torch.device | str | None) -> torch.device | None:
+    if device is not None:
+        return torch.device(device)
+    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return None if parameter is None else parameter.device

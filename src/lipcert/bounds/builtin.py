@@ -1,0 +1,140 @@
+"""Lipschitz rules of the standard torch.nn modules, registered on import.
+
+Each rule bounds the l2 Lipschitz constant of the module on one sample (LMT, Tsuzuku et al.
+2018, arXiv 1802.04034): operator norms of linear layers through :mod:`lipcert.linalg` at
+the traced input size, eval-mode batch norm max |gamma| / sqrt(var + eps), activations by
+their largest slope, pooling by overlap counts (:mod:`lipcert.bounds.pooling`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lipcert.bounds.pooling import (
+    adaptive_max_pool_bound,
+    linear_pool_bound,
+    max_pool_bound,
+)
+from lipcert.bounds.rules import register_rule
+from lipcert.errors import UnsupportedLayerError
+from lipcert.linalg import operator_norm
+from lipcert.linalg.result import NormBound
+
+# sup_x GELU'(x) = Phi(sqrt 2) + sqrt 2 phi(sqrt 2) = 1.1289 (also ~1.1290 for the tanh form).
+GELU_SLOPE = 1.13
+# sup_x SiLU'(x) = 1.0998 (at x ~ 2.40).
+SILU_SLOPE = 1.1
+
+
+def _constant(value: float, guarantee: str = "exact", method: str = "max slope") -> NormBound:
+    return NormBound(torch.tensor(float(value), dtype=torch.float64), guarantee, method)
+
+
+def linear_map_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    """Operator norm of Linear / Conv1d / Conv2d at the traced input size (lipcert.linalg)."""
+    return operator_norm(module, input_shape, method="auto")
+
+
+def _refuse_training(module: nn.Module, why: str) -> None:
+    if module.training:
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} is in training mode: {why}. Call model.eval() first."
+        )
+
+
+def batch_norm_rule(module: nn.modules.batchnorm._BatchNorm, input_shape: torch.Size) -> NormBound:
+    """Eval-mode batch norm is diagonal: exactly max |gamma| / sqrt(running_var + eps)."""
+    _refuse_training(module, "it normalizes with the statistics of the batch, so one sample's "
+                             "output depends on the others")
+    if module.running_var is None:
+        raise UnsupportedLayerError(
+            "BatchNorm without running statistics (track_running_stats=False) uses batch "
+            "statistics even in eval mode; lipcert cannot bound it per sample."
+        )
+    scale = torch.rsqrt(module.running_var.to(torch.float64) + module.eps)
+    if module.weight is not None:
+        scale = module.weight.to(torch.float64).abs() * scale
+    return NormBound(scale.max(), "exact", "max|gamma|/sqrt(var+eps)")
+
+
+def layer_norm_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    """Layer/group norm: the Jacobian of (x - mean)/sqrt(var + eps) has norm <= 1/sqrt(eps)
+    everywhere, so max |gamma| / sqrt(eps) is a (loose but sound) Lipschitz bound."""
+    value = torch.tensor(1.0 / math.sqrt(module.eps), dtype=torch.float64)
+    if getattr(module, "weight", None) is not None:
+        value = module.weight.to(torch.float64).abs().max() * value
+    return NormBound(value, "upper", "max|gamma|/sqrt(eps)")
+
+
+def leaky_relu_rule(module: nn.LeakyReLU, input_shape: torch.Size) -> NormBound:
+    return _constant(max(1.0, abs(module.negative_slope)))
+
+
+def elu_rule(module: nn.ELU, input_shape: torch.Size) -> NormBound:
+    return _constant(max(1.0, abs(module.alpha)))
+
+
+def flatten_rule(module: nn.Flatten, input_shape: torch.Size) -> NormBound:
+    start = module.start_dim % len(input_shape)
+    if start == 0:
+        raise UnsupportedLayerError("Flatten(start_dim=0) merges the batch dimension; the "
+                                    "output is no longer one row per sample.")
+    return _constant(1.0, method="reshape")
+
+
+def unflatten_rule(module: nn.Unflatten, input_shape: torch.Size) -> NormBound:
+    if isinstance(module.dim, int) and module.dim % len(input_shape) == 0:
+        raise UnsupportedLayerError("Unflatten(dim=0) splits the batch dimension.")
+    return _constant(1.0, method="reshape")
+
+
+def dropout_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    _refuse_training(module, "dropout is random in training mode")
+    return _constant(1.0, method="identity (eval)")
+
+
+def identity_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    return _constant(1.0, method="identity")
+
+
+def _slope(value: float, guarantee: str = "exact"):
+    def rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+        return _constant(value, guarantee)
+
+    rule.__doc__ = f"Largest slope {value} ({guarantee})."
+    return rule
+
+
+for _type in (nn.Linear, nn.Conv1d, nn.Conv2d):
+    register_rule(_type, linear_map_rule)
+for _type in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    register_rule(_type, batch_norm_rule)
+for _type in (nn.LayerNorm, nn.GroupNorm):
+    register_rule(_type, layer_norm_rule)
+for _type in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus):
+    register_rule(_type, _slope(1.0))
+register_rule(nn.Sigmoid, _slope(0.25))
+register_rule(nn.GELU, _slope(GELU_SLOPE, "upper"))
+register_rule(nn.SiLU, _slope(SILU_SLOPE, "upper"))
+register_rule(nn.LeakyReLU, leaky_relu_rule)
+register_rule(nn.ELU, elu_rule)
+register_rule(nn.Flatten, flatten_rule)
+register_rule(nn.Unflatten, unflatten_rule)
+register_rule(nn.Identity, identity_rule)
+for _type in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout):
+    register_rule(_type, dropout_rule)
+for _type in (nn.MaxPool1d, nn.MaxPool2d):
+    register_rule(_type, max_pool_bound)
+for _type in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d):
+    register_rule(_type, adaptive_max_pool_bound)
+for _type in (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
+    register_rule(_type, linear_pool_bound)
+
+# Modules that are bijective l2 isometries (reshapes, identity); a chain of them around one
+# exact step keeps the network bound exact.
+ISOMETRY_TYPES: tuple[type, ...] = (
+    nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+)

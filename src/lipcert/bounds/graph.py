@@ -1,0 +1,329 @@
+"""Lipschitz bound of a whole network, combined over its torch.fx graph.
+
+Following Lipschitz-Margin Training (Tsuzuku, Sato, Sugiyama 2018, arXiv 1802.04034), each
+node gets an upper bound of the l2 Lipschitz constant of the map from one input sample to
+that node's output: a module or function multiplies the bound of its input by its own
+(:mod:`lipcert.bounds.rules`, :mod:`lipcert.bounds.ops`), ``x + f(x)`` adds the bounds,
+concatenation takes the root of the sum of squares, and nodes that do not depend on the
+input contribute nothing. The example input is run through the graph at the same time, so
+convolution rules see the real input size. Every bound is a differentiable tensor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+import lipcert.bounds.builtin as builtin
+from lipcert.bounds.ops import HANDLERS, OpContext, Step, describe, is_shape_query
+from lipcert.bounds.report import LastLinear, LayerBound, LipschitzReport
+from lipcert.bounds.rules import apply_rule, find_rule, has_rule
+from lipcert.errors import BadInputError, LipcertError, UnsupportedLayerError, check_finite
+
+PROBE_BATCH = 2  # samples run through the graph: enough to tell the batch dimension apart
+
+
+class _LeafTracer(fx.Tracer):
+    """Keeps every module that has a Lipschitz rule as one node (never traced into)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return has_rule(module) or super().is_leaf_module(module, qualified_name)
+
+
+def _concrete_args(model: nn.Module) -> dict[str, Any]:
+    """Defaults of every forward argument after the input (they are fixed while tracing)."""
+    parameters = list(inspect.signature(model.forward).parameters.values())[1:]
+    fixed = {}
+    for p in parameters:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise BadInputError(
+                f"{type(model).__name__}.forward needs argument {p.name!r} besides the input; "
+                "lipcert bounds models of one tensor input (wrap the model to fix the others)."
+            )
+        fixed[p.name] = p.default
+    return fixed
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    """The fx graph of ``model``, with every module that has a rule kept as a leaf."""
+    graph = _LeafTracer().trace(model, concrete_args=_concrete_args(model) or None)
+    return fx.GraphModule(model, graph)
+
+
+def _affine_weight(module: nn.Module) -> torch.Tensor | None:
+    """W of a module computing ``W h + b`` (nn.Linear or a module with ``linear_weight()``)."""
+    if callable(getattr(module, "linear_weight", None)):
+        return module.linear_weight()
+    if isinstance(module, nn.Linear) and find_rule(module) is builtin.linear_map_rule:
+        return module.weight
+    return None
+
+
+class _BoundInterpreter(fx.Interpreter):
+    """Runs the example input through the graph and bounds every input-dependent node."""
+
+    def __init__(self, graph_module: fx.GraphModule, prefix: str = ""):
+        super().__init__(graph_module)
+        self.prefix = prefix
+        self.running: dict[fx.Node, torch.Tensor] = {}
+        self.steps: dict[fx.Node, Step] = {}
+        self.records: list[LayerBound] = []
+        self.batch = 0
+
+    def run_node(self, node: fx.Node) -> Any:
+        args, kwargs = self.fetch_args_kwargs_from_env(node)
+        result = super().run_node(node)
+        if node.op == "placeholder":
+            if not self.running:
+                self.batch = result.shape[0]
+                self.running[node] = torch.ones((), dtype=torch.float64, device=result.device)
+        elif node.op != "output" and not is_shape_query(node):
+            if any(n in self.running for n in node.all_input_nodes):
+                self._bound(node, args, kwargs, result)
+        return result
+
+    def _bound(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> None:
+        if node.op == "call_module":
+            module = self.module.get_submodule(node.target)
+            step, kind = self._module_step(node, module, args), type(module).__name__
+            inplace = getattr(module, "inplace", False)
+        elif node.op in ("call_function", "call_method") and node.target in HANDLERS:
+            ctx = OpContext(node, args, kwargs, result, self.running)
+            step, kind = HANDLERS[node.target](ctx), describe(node)
+            inplace = ctx.in_place()
+        else:
+            raise UnsupportedLayerError(
+                f"node {self.prefix}{node.name!r} ({describe(node)}, op {node.op}) depends on the "
+                "input and has no Lipschitz rule. Use a torch.nn module that has one, or wrap "
+                "the computation in a module and add lipcert.bounds.register_rule(ModuleType, "
+                "fn) (fn(module, input_shape) -> NormBound upper bound)."
+            )
+        self._check_result(node, result)
+        check_finite(step.running, f"the Lipschitz bound at node {self.prefix}{node.name!r} "
+                                   "(NaN/Inf weights?)")
+        if inplace:
+            # The op overwrote its input: later readers of that input see this node's output.
+            source = node.args[0]
+            self.running[source] = torch.maximum(self.running[source], step.running)
+        self.running[node] = step.running
+        self.steps[node] = step
+        name = node.target if node.op == "call_module" else node.name
+        self.records.append(LayerBound(f"{self.prefix}{name}", kind, float(step.local.detach()),
+                                       step.guarantee, step.method,
+                                       float(step.running.detach())))
+
+    def _module_step(self, node: fx.Node, module: nn.Module, args: tuple) -> Step:
+        path = f"{self.prefix}{node.target}"
+        source = node.args[0] if node.args else None
+        extra = [n for n in node.all_input_nodes if n in self.running and n is not source]
+        if source not in self.running or extra:
+            raise UnsupportedLayerError(
+                f"module {path!r} takes several input-dependent arguments; lipcert's module "
+                "rules bound maps of one tensor."
+            )
+        bound = apply_rule(module, args[0].shape, path)
+        local = bound.value.to(dtype=torch.float64, device=self.running[source].device)
+        return Step(local * self.running[source], local, bound.guarantee, bound.method,
+                    isometry=isinstance(module, builtin.ISOMETRY_TYPES),
+                    weight=_affine_weight(module))
+
+    def _check_result(self, node: fx.Node, result: Any) -> None:
+        pieces = result if isinstance(result, (tuple, list)) else [result]
+        for piece in pieces:
+            if not (torch.is_tensor(piece) and piece.is_floating_point()):
+                raise UnsupportedLayerError(
+                    f"node {self.prefix}{node.name!r} ({describe(node)}) turns the input into "
+                    f"{type(piece).__name__} values that are not floating-point tensors; its "
+                    "output is not a Lipschitz function of the input."
+                )
+            if piece.dim() == 0 or piece.shape[0] != self.batch:
+                raise UnsupportedLayerError(
+                    f"node {self.prefix}{node.name!r} ({describe(node)}) changes the batch "
+                    "dimension (dim 0) of its input; one sample's output would depend on "
+                    "the others."
+                )
+
+
+@dataclass
+class _Partial:
+    """Bound of one (sub)model: its value, the steps, its output on the probe batch."""
+
+    value: torch.Tensor
+    records: list[LayerBound]
+    steps: list[Step]
+    output: torch.Tensor
+    last_linear: LastLinear | None
+    traced: bool = True
+
+
+def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tensor,
+                  prefix: str) -> _Partial:
+    interpreter = _BoundInterpreter(graph_module, prefix)
+    output = interpreter.run(x)
+    out_node = next(n for n in graph_module.graph.nodes if n.op == "output")
+    returned = out_node.args[0]
+    if not isinstance(returned, fx.Node) or not torch.is_tensor(output):
+        raise BadInputError(
+            f"{type(model).__name__} returns {type(output).__name__}, not a single tensor of "
+            "shape (batch, ...); lipcert bounds models that return one tensor (e.g. logits)."
+        )
+    if returned not in interpreter.running:
+        raise BadInputError(f"the output of {type(model).__name__} does not depend on its input.")
+    last_linear = None
+    step = interpreter.steps.get(returned)
+    if step is not None and step.weight is not None:
+        source = returned.args[0]
+        name = returned.target if returned.op == "call_module" else returned.name
+        last_linear = LastLinear(f"{prefix}{name}", step.weight, interpreter.running[source])
+    return _Partial(interpreter.running[returned], interpreter.records,
+                    list(interpreter.steps.values()), output, last_linear)
+
+
+def _ordered_children(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Sub-modules in registration order, with ModuleList/ModuleDict containers opened."""
+    found = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            found += _ordered_children(child, f"{prefix}{name}.")
+        else:
+            found.append((f"{prefix}{name}", child))
+    return found
+
+
+def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Exception) -> _Partial:
+    """Fallback when fx cannot trace ``model``: its children, in registration order."""
+    children = _ordered_children(model)
+    if not children:
+        raise UnsupportedLayerError(
+            f"torch.fx cannot trace {prefix or type(model).__name__!r} ({error}) and it has no "
+            "sub-modules to bound in order. Add lipcert.bounds.register_rule("
+            f"{type(model).__name__}, fn) for it."
+        ) from error
+    value = torch.ones((), dtype=torch.float64, device=x.device)
+    records: list[LayerBound] = []
+    steps: list[Step] = []
+    hidden = x
+    last_linear = None
+    traced = False
+    for name, child in children:
+        try:
+            part = _bound_module(child, hidden, f"{prefix}{name}.")
+        except LipcertError:
+            raise
+        except Exception as failure:  # the children do not chain: not a sequential model
+            raise UnsupportedLayerError(
+                f"torch.fx cannot trace {type(model).__name__} ({error}), and its children do "
+                f"not chain in registration order ({failure}). Make forward traceable or add "
+                f"lipcert.bounds.register_rule({type(model).__name__}, fn)."
+            ) from failure
+        before = value
+        last_linear = None if part.last_linear is None else LastLinear(
+            part.last_linear.name, part.last_linear.weight, part.last_linear.input_bound * before)
+        value = before * part.value
+        records += [LayerBound(r.name, r.kind, r.bound, r.guarantee, r.method,
+                               r.running * float(before.detach())) for r in part.records]
+        steps += part.steps
+        hidden = part.output
+    if len(children) > 1:  # a composition of several sub-bounds is no longer exact
+        steps.append(Step(value, value, "upper", "composition", combine=True))
+    expected = model(x)
+    if not (torch.is_tensor(expected) and torch.is_tensor(hidden) and expected.shape == hidden.shape
+            and torch.allclose(expected, hidden, rtol=1e-4, atol=1e-5)):
+        raise UnsupportedLayerError(
+            f"torch.fx cannot trace {type(model).__name__} ({error}), and applying its children "
+            "in order does not reproduce its output, so lipcert cannot bound it. Make forward "
+            f"traceable or add lipcert.bounds.register_rule({type(model).__name__}, fn)."
+        ) from error
+    warnings.warn(
+        f"torch.fx could not trace {type(model).__name__} ({error}); bounded its children in "
+        "registration order instead (checked against its output on the example input).",
+        stacklevel=3,
+    )
+    return _Partial(value, records, steps, expected, last_linear, traced)
+
+
+def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
+    """A module with a rule of its own, bounded as one step."""
+    bound = apply_rule(model, x.shape, name)
+    value = bound.value.to(dtype=torch.float64, device=x.device)
+    output = model(x)
+    if not torch.is_tensor(output) or output.dim() == 0 or output.shape[0] != x.shape[0]:
+        raise BadInputError(f"{name!r} must return one tensor of shape (batch, ...).")
+    weight = _affine_weight(model)
+    last_linear = None if weight is None else LastLinear(name, weight, torch.ones_like(value))
+    step = Step(value, value, bound.guarantee, bound.method,
+                isometry=isinstance(model, builtin.ISOMETRY_TYPES), weight=weight)
+    record = LayerBound(name, type(model).__name__, float(value.detach()), bound.guarantee,
+                        bound.method, float(value.detach()))
+    return _Partial(value, [record], [step], output, last_linear)
+
+
+def _bound_module(model: nn.Module, x: torch.Tensor, prefix: str) -> _Partial:
+    if has_rule(model):
+        return _bound_leaf(model, x, prefix.rstrip(".") or type(model).__name__)
+    try:
+        graph_module = _trace(model)
+    except LipcertError:
+        raise
+    except Exception as error:  # torch.fx raises many types for untraceable Python
+        return _bound_in_order(model, x, prefix, error)
+    return _bound_traced(model, graph_module, x, prefix)
+
+
+def _guarantee(steps: list[Step]) -> str:
+    """"exact" only for one exact step between bijective isometries (a single linear map)."""
+    if any(s.combine or s.guarantee != "exact" for s in steps):
+        return "upper"
+    return "exact" if sum(not s.isometry for s in steps) <= 1 else "upper"
+
+
+def _probe(example_input: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(example_input) or not example_input.is_floating_point():
+        raise BadInputError("example_input must be a floating-point tensor of shape (batch, ...).")
+    if example_input.dim() < 1 or example_input.shape[0] == 0:
+        raise BadInputError("example_input needs a batch dimension with at least one sample.")
+    check_finite(example_input, "example_input")
+    probe = example_input[:PROBE_BATCH]
+    return probe.repeat(PROBE_BATCH, *([1] * (probe.dim() - 1)))[:PROBE_BATCH]
+
+
+def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzReport:
+    """Upper bound of the l2 Lipschitz constant of ``model`` on one sample.
+
+    The model is traced with torch.fx (modules with a rule stay whole), the example input
+    (shape (batch, ...); its values do not matter, its shape does) is run through the graph,
+    and the per-node rules are combined as in LMT (arXiv 1802.04034). If torch.fx cannot trace
+    the model, its children are bounded in registration order, which is checked against the
+    model's output and reported (``traced=False`` and a warning).
+
+    Returns:
+        a :class:`LipschitzReport`; ``.value`` is differentiable w.r.t. the weights and never
+        below the true constant (``guarantee`` "upper", or "exact" for one linear map).
+
+    Raises:
+        UnsupportedLayerError: a node depending on the input has no rule (the message names it
+            and explains ``lipcert.bounds.register_rule``), or mixes samples across the batch.
+        UnsoundRequestError: a rule gave an estimate.
+        BadInputError: NaN/Inf weights or input, or a model output that is not one tensor.
+    """
+    if not isinstance(model, nn.Module):
+        raise BadInputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    for path, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            # Refuse before the example runs: a forward pass would update its running stats.
+            raise UnsupportedLayerError(
+                f"batch norm {path or type(model).__name__!r} is in training mode, where one "
+                "sample's output depends on the batch; call model.eval() first."
+            )
+    probe = _probe(example_input)
+    part = _bound_module(model, probe, "")
+    check_finite(part.output, "the model output on the example input")
+    return LipschitzReport(part.value, _guarantee(part.steps), part.records, part.traced,
+                           part.last_linear)

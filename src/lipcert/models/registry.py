@@ -1,0 +1,138 @@
+"""The table of named model recipes and :func:`build`, which turns a name into a module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from lipcert.errors import BadInputError
+from lipcert.models import lipschitz, plain
+
+SPEC_ATTRIBUTE = "lipcert_spec"
+"""Name of the attribute where :func:`build` records ``{"recipe": name, "args": {...}}``."""
+
+MNIST_SHAPE = {"in_channels": 1, "image_size": 28, "num_classes": 10}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named architecture.
+
+    Attributes:
+        name: the name passed to :func:`build`.
+        summary: one line for :func:`describe`.
+        builder: called with every argument as a keyword (all positive integers).
+        defaults: the arguments it accepts and their default values.
+    """
+
+    name: str
+    summary: str
+    builder: Callable[..., nn.Module]
+    defaults: Mapping[str, int]
+
+
+def _recipe(name: str, summary: str, builder: Callable[..., nn.Module], **sizes: int) -> Recipe:
+    return Recipe(name, summary, builder, MappingProxyType({**MNIST_SHAPE, **sizes}))
+
+
+_REGISTRY: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        _recipe(
+            "sll-s", "SLL network (Araujo et al. 2023, arXiv 2303.03169), CPU-sized: "
+            "channel padding, SLL conv blocks, norm pooling, SLL dense blocks, normalized last "
+            "layer; 1-Lipschitz up to the last layer",
+            lipschitz.sll_network, width=16, depth=2, dense_width=128, dense_depth=2,
+        ),
+        _recipe(
+            "cpl-s", "convex potential network (Meunier et al. 2022, arXiv 2110.12690), "
+            "CPU-sized, in the SLL layout with CPL blocks; 1-Lipschitz up to the last layer",
+            lipschitz.cpl_network, width=16, depth=2, dense_width=128, dense_depth=2,
+        ),
+        _recipe(
+            "aol-s", "AOL network (Prach & Lampert 2022, arXiv 2208.03160), CPU-sized: AOL convs "
+            "and dense layers with MaxMin; 1-Lipschitz up to the last layer",
+            lipschitz.aol_network, width=16, depth=2, dense_width=128, dense_depth=2,
+        ),
+        _recipe(
+            "spectral-s", "spectrally normalized network (Gram-iteration upper bound), CPU-sized, "
+            "with MaxMin; 1-Lipschitz up to the last layer",
+            lipschitz.spectral_network, width=16, depth=2, dense_width=128, dense_depth=2,
+        ),
+        _recipe(
+            "lmt-mnist", "plain 2-conv/2-dense CNN of Kolter & Wong used by LMT (Tsuzuku et al. "
+            "2018, arXiv 1802.04034); unconstrained",
+            plain.lmt_cnn, width=16, depth=2, dense_width=100, dense_depth=1,
+        ),
+    )
+}
+
+RECIPES: tuple[str, ...] = tuple(_REGISTRY)
+"""Names accepted by :func:`build`."""
+
+
+def get_recipe(name: str) -> Recipe:
+    """The :class:`Recipe` called ``name``; :class:`BadInputError` listing the names if unknown."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise BadInputError(f"unknown model recipe {name!r}; choose one of {', '.join(RECIPES)}.")
+    return _REGISTRY[name]
+
+
+def describe(name: str) -> str:
+    """One line saying what recipe ``name`` builds and its default arguments."""
+    recipe = get_recipe(name)
+    args = ", ".join(f"{key}={value}" for key, value in recipe.defaults.items())
+    return f"{name}: {recipe.summary} ({args})"
+
+
+def default_args(name: str) -> dict[str, int]:
+    """The arguments recipe ``name`` accepts, with their default values."""
+    return dict(get_recipe(name).defaults)
+
+
+def resolve_args(name: str, overrides: Mapping[str, Any]) -> dict[str, int]:
+    """The defaults of recipe ``name`` updated with ``overrides``, checked.
+
+    Raises :class:`BadInputError` for an argument the recipe does not take (listing those it
+    takes) or a value that is not a positive integer.
+    """
+    recipe = get_recipe(name)
+    unknown = sorted(set(overrides) - set(recipe.defaults))
+    if unknown:
+        raise BadInputError(
+            f"recipe {name!r} does not take {', '.join(unknown)}; its arguments are "
+            f"{', '.join(recipe.defaults)}."
+        )
+    args = {**recipe.defaults, **overrides}
+    for key, value in args.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInputError(
+                f"recipe {name!r}: {key} must be a positive integer, got {value!r}."
+            )
+    return args
+
+
+def build(name: str, *, seed: int | None = None, **overrides: int) -> nn.Module:
+    """Build model recipe ``name`` (one of :data:`RECIPES`), defaults sized for MNIST.
+
+    Every recipe takes ``in_channels``, ``image_size`` (square images), ``num_classes``,
+    ``width``, ``depth``, ``dense_width`` and ``dense_depth``; see :func:`describe`. The
+    model is freshly initialized from torch's global generator, or, with ``seed``, from that
+    seed without touching the global generator; it is in training mode, on the CPU, in float32,
+    and records its recipe in ``model.lipcert_spec = {"recipe": name, "args": {...all
+    resolved arguments...}}`` so :func:`lipcert.models.save` can write it.
+    """
+    args = resolve_args(name, overrides)
+    if seed is None:
+        model = get_recipe(name).builder(**args)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = get_recipe(name).builder(**args)
+    setattr(model, SPEC_ATTRIBUTE, {"recipe": name, "args": dict(args)})
+    return model

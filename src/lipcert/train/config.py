@@ -1,0 +1,115 @@
+"""``TrainConfig``: every setting of a training run, from CLI flags or a TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from lipcert.errors import BadInputError
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``lipcert train``; field names are the TOML keys (dashes also accepted).
+
+    Model: ``model`` (a recipe of :func:`lipcert.models.build`), ``width``/``depth``
+    (recipe overrides, None keeps the recipe's). Data: ``data`` (a :func:`lipcert.data.load`
+    name), ``data_root`` (folder for local sets). Loss: ``loss`` (a name of
+    :data:`lipcert.losses.LOSSES`), ``eps`` (target l2 radius, images in [0, 1]), and the
+    loss knobs ``offset``, ``temperature``, ``margin``, ``alpha``, ``ramp_epochs``,
+    ``penalty``/``penalty_method``. Optimization: ``epochs``, ``batch_size``, ``lr``,
+    ``weight_decay``, ``optimizer``, ``schedule``, ``seed``. Run: ``device``, ``out``,
+    ``resume``, ``certify``, ``stop_after``, ``progress``.
+    """
+
+    model: str = "sll-s"
+    data: str = "mnist-5k"
+    data_root: str | None = None
+    loss: str = "margin-ce"
+    eps: float = 1.0
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "triangular"
+    seed: int = 0
+    width: int | None = None
+    depth: int | None = None
+    offset: float | None = None
+    temperature: float = 0.25
+    margin: float | None = None
+    alpha: float = 0.98
+    ramp_epochs: int = 0
+    penalty: float = 0.0
+    penalty_method: str = "gram"
+    device: str = "auto"
+    out: str = "runs/latest"
+    resume: bool = False
+    certify: bool = True
+    stop_after: int | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read ``path`` (a flat table, or a ``[train]`` table); ``overrides`` win."""
+        path = Path(path)
+        try:
+            table = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise BadInputError(f"cannot read the config file {path}: {err}") from err
+        table = table.get("train", table)
+        return cls.from_dict({**{k.replace("-", "_"): v for k, v in table.items()}, **overrides},
+                             where=str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "the config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadInputError(
+                f"{where}: unknown setting(s) {', '.join(unknown)}; valid ones are "
+                f"{', '.join(sorted(known))}."
+            )
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise :class:`BadInputError` naming the first bad setting; checks names too."""
+        from lipcert.data import info
+        from lipcert.losses import LOSSES
+        from lipcert.losses.penalty import PENALTY_METHODS
+        from lipcert.models.registry import get_recipe
+        from lipcert.train.optim import OPTIMIZERS, SCHEDULES
+
+        get_recipe(self.model)
+        info(self.data)
+        choices = {"loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+                   "penalty_method": PENALTY_METHODS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise BadInputError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}."
+                )
+        positive = ["epochs", "batch_size"] + [n for n in ("width", "depth", "stop_after")
+                                               if getattr(self, n) is not None]
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BadInputError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("eps", "lr", "weight_decay", "temperature", "penalty", "ramp_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                math.isfinite(value) and value >= 0
+            ):
+                raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}.")
+        if self.lr == 0 or self.temperature == 0:
+            raise BadInputError("lr and temperature must be > 0.")

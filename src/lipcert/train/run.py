@@ -1,0 +1,52 @@
+"""Run a :class:`TrainConfig`: build the data, model and loss it names, then :func:`train`."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from lipcert import data as datasets
+from lipcert.losses import build_loss
+from lipcert.train.config import TrainConfig
+from lipcert.train.loop import TrainResult, train
+
+
+def build_model_for(config: TrainConfig) -> torch.nn.Module:
+    """The recipe model of ``config``, sized for its data set, initialized from its seed."""
+    meta = datasets.info(config.data)
+    channels, height, width = meta.shape
+    sizes = {"in_channels": channels, "image_size": height, "num_classes": meta.num_classes}
+    sizes.update({k: v for k, v in (("width", config.width), ("depth", config.depth))
+                  if v is not None})
+    from lipcert.models import build
+
+    torch.manual_seed(config.seed)
+    return build(config.model, **sizes)
+
+
+def train_from_config(
+    config: TrainConfig, train_data: Dataset | None = None, test_data: Dataset | None = None
+) -> TrainResult:
+    """Everything ``lipcert train`` does, as one call; validates the config first.
+
+    ``train_data``/``test_data`` replace the splits of ``config.data`` (e.g. subsets of it);
+    the model is still sized from ``config.data``.
+    """
+    config.validate()
+    if train_data is None:
+        train_data = datasets.load(config.data, "train", root=config.data_root)
+    if test_data is None:
+        test_data = datasets.load(config.data, "test", root=config.data_root)
+    model = build_model_for(config)
+    loss = build_loss(
+        config.loss, eps=config.eps, offset=config.offset, temperature=config.temperature,
+        margin=config.margin, alpha=config.alpha, ramp_epochs=config.ramp_epochs,
+    )
+    return train(
+        model, train_data, test_data, loss, config.epochs,
+        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        schedule=config.schedule, seed=config.seed, batch_size=config.batch_size,
+        eps=config.eps, device=config.device, out=config.out, resume=config.resume,
+        certify=config.certify, penalty=config.penalty, penalty_method=config.penalty_method,
+        stop_after=config.stop_after, progress=config.progress, dataset_name=config.data,
+    )

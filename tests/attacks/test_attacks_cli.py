@@ -1,0 +1,68 @@
+import json
+
+import pytest
+from attack_oracles import trained_sll
+
+from lipcert import models
+from lipcert.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("attack-cli") / "model.safetensors"
+    models.save(trained_sll(), path, dataset="digits")
+    return path
+
+
+def test_attack_prints_a_robust_accuracy_table(checkpoint, capsys, tmp_path):
+    out = tmp_path / "attack.json"
+    code = main(["attack", str(checkpoint), "--eps", "0", "0.5", "--steps", "5", "--limit",
+                 "24", "--no-progress", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "robust accuracy" in text and "clean accuracy" in text
+    result = json.loads(out.read_text())
+    rows = result["results"]
+    assert [row["eps"] for row in rows] == [0.0, 0.5]
+    assert rows[0]["robust_accuracy"] == result["clean_accuracy"]
+    assert rows[1]["robust_accuracy"] <= rows[0]["robust_accuracy"]
+
+
+def test_attack_with_deepfool_and_linf_pgd(checkpoint, capsys):
+    assert main(["attack", str(checkpoint), "--data", "digits", "--eps", "0.3", "--attack",
+                 "deepfool", "--limit", "8", "--no-progress"]) == 0
+    assert main(["attack", str(checkpoint), "--norm", "inf", "--eps", "0.05", "--steps", "3",
+                 "--limit", "8", "--no-progress"]) == 0
+    assert main(["attack", str(checkpoint), "--norm", "inf", "--eps", "0.05", "--attack", "cw",
+                 "--limit", "8", "--no-progress"]) == 1
+    assert "l2 attack" in capsys.readouterr().err
+
+
+def test_audit_prints_violations_and_tightness_and_plots(checkpoint, capsys, tmp_path):
+    plot, out = tmp_path / "hist.png", tmp_path / "audit.json"
+    code = main(["audit", str(checkpoint), "--steps", "10", "--limit", "16", "--minimal",
+                 "deepfool", "--plot", str(plot), "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "violations: 0" in text and "median" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads(out.read_text())
+    assert summary["violations"] == 0 and summary["tightness_min"] >= 1
+
+
+def test_audit_exits_with_an_error_on_a_broken_certificate(checkpoint, capsys, monkeypatch):
+    import lipcert.certify
+
+    honest = lipcert.certify.lipschitz_radii
+    monkeypatch.setattr(lipcert.certify, "lipschitz_radii",
+                        lambda *args, **kwargs: 3 * honest(*args, **kwargs))
+    with pytest.warns(UserWarning, match="BROKEN"):
+        code = main(["audit", str(checkpoint), "--steps", "10", "--limit", "16", "--minimal",
+                     "deepfool"])
+    assert code == 1
+    assert "BROKEN CERTIFICATES" in capsys.readouterr().err
+
+
+def test_attack_rejects_a_bad_limit(checkpoint, capsys):
+    assert main(["attack", str(checkpoint), "--eps", "0.1", "--limit", "0"]) == 1
+    assert "--limit" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""SLL: the Schur-test T, no epsilon, CPL as a special case, guarantee after training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lipcert.errors import BadInputError
+from lipcert.layers import CPLLinear, SLLConv2d, SLLLinear
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _randomize_q(layer, seed: int) -> None:
+    with torch.no_grad():
+        layer.log_q.normal_(0.0, 1.0, generator=_gen(seed))
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_conv_t_dominates_explicit_gram(kernel_size, explicit_matrix):
+    """SLL's condition W^T W <= T on the explicit zero-padded operator, for odd kernels."""
+    layer = SLLConv2d(2, 3, kernel_size, generator=_gen(kernel_size)).double()
+    _randomize_q(layer, 1)
+    shape = (2, 5, 5)
+    with torch.no_grad():
+        matrix = explicit_matrix(layer.apply_map, shape)  # (inner*25, channels*25)
+        t = layer.schur_t().repeat_interleave(25)
+        gap = torch.linalg.eigvalsh(torch.diag(t) - matrix @ matrix.T)
+    assert gap.min() >= -1e-10
+
+
+@settings(max_examples=25, deadline=None)
+@given(features=st.integers(1, 8), inner=st.integers(1, 8), seed=st.integers(0, 10_000),
+       scale=st.floats(1e-3, 1e3), q_scale=st.floats(0.0, 5.0))
+def test_dense_t_dominates_gram_and_bound_is_sound(features, inner, seed, scale, q_scale):
+    layer = SLLLinear(features, inner, generator=_gen(seed)).double()
+    with torch.no_grad():
+        layer.weight.mul_(scale)
+        layer.log_q.normal_(0.0, q_scale + 1e-12, generator=_gen(seed + 1))
+        weight, t = layer.weight, layer.schur_t()
+        assert torch.linalg.eigvalsh(torch.diag(t) - weight @ weight.T).min() >= -1e-9 * t.max()
+        root = t.rsqrt()[:, None] * weight  # T^{-1/2} W^T
+        step = torch.linalg.matrix_norm(root, ord=2) ** 2
+    assert float(layer.lipschitz_bound((1, features))) >= max(1.0, 2 * float(step) - 1) - 1e-9
+
+
+def test_t_is_the_plain_weighted_row_sum():
+    """No epsilon: t_i = sum_j |W^T W|_ij exp(q_j - q_i) exactly."""
+    layer = SLLLinear(4, 6, generator=_gen(0)).double()
+    _randomize_q(layer, 2)
+    with torch.no_grad():
+        gram = (layer.weight @ layer.weight.T).abs()
+        q = layer.log_q
+        expected = (gram * torch.exp(q[None, :] - q[:, None])).sum(1)
+        torch.testing.assert_close(layer.schur_t(), expected, rtol=1e-12, atol=0)
+
+
+def test_zero_inner_channel_is_dropped_without_nan():
+    layer = SLLLinear(4, 3, generator=_gen(0)).double()
+    with torch.no_grad():
+        layer.weight[1] = 0.0
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight.grad).all()
+    assert float(layer.lipschitz_bound(x.shape)) <= 1 + 1e-12
+
+
+def test_t_equal_to_norm_squared_recovers_cpl(jacobian_norm):
+    """With T = ||W||^2 I (a valid choice, T >= W^T W), SLL's formula is CPL's layer."""
+    sll = SLLLinear(5, 7, generator=_gen(3)).double()
+    cpl = CPLLinear(5, 7).double().eval()
+    cpl.load_state_dict({"weight": sll.weight.detach(), "bias": sll.bias.detach(),
+                         "power_vector": cpl.power_vector}, strict=True)
+    x = torch.randn(9, 5, dtype=torch.float64, generator=_gen(4))
+    sigma = cpl.certified_norm(x.shape)
+    exact = torch.linalg.matrix_norm(sll.weight.detach(), ord=2)
+    assert exact <= sigma <= exact * (1 + 1e-3)
+    weight = sll.weight.detach()
+    gap = torch.linalg.eigvalsh(sigma**2 * torch.eye(7, dtype=torch.float64) - weight @ weight.T)
+    assert gap.min() >= -1e-10
+    torch.testing.assert_close(sll.residual(x, 1 / sigma**2), cpl(x), rtol=0, atol=1e-12)
+
+    class AsCPL(torch.nn.Module):
+        def forward(self, z):
+            return sll.residual(z, 1 / sigma**2)
+
+    assert jacobian_norm(AsCPL(), (5,), n_points=12) <= 1 + 1e-9
+
+
+@pytest.mark.parametrize("make", [lambda: SLLLinear(4, 6, generator=_gen(5)),
+                                  lambda: SLLConv2d(2, 4, 3, generator=_gen(6))],
+                         ids=["linear", "conv"])
+def test_guarantee_survives_sgd(make, jacobian_norm):
+    layer = make().double()
+    shape = (4,) if layer.kernel_size is None else (2, 5, 5)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    generator = _gen(7)
+    for _ in range(25):
+        a = torch.randn(8, *shape, dtype=torch.float64, generator=generator)
+        b = a + 0.1 * torch.randn(8, *shape, dtype=torch.float64, generator=generator)
+        loss = -(layer(a) - layer(b)).square().sum()  # push the layer to expand distances
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert not torch.equal(layer.log_q.detach(), torch.zeros_like(layer.log_q))
+    norm = jacobian_norm(layer, shape, n_points=16, seed=8)
+    assert norm <= 1 + 1e-5
+    assert float(layer.lipschitz_bound((1, *shape))) >= norm - 1e-9
+    with torch.no_grad():
+        layer.bias.fill_(100.0)  # every ReLU active: J = I - 2 A^* D A, the worst case
+    assert jacobian_norm(layer, shape, n_points=4, seed=9) <= 1 + 1e-5
+
+
+def test_bad_arguments_and_weights():
+    with pytest.raises(BadInputError, match="odd"):
+        SLLConv2d(3, 4, kernel_size=4)
+    layer = SLLConv2d(3, 4)
+    with pytest.raises(BadInputError, match="channels"):
+        layer(torch.randn(1, 2, 5, 5))
+    with pytest.raises(BadInputError):
+        layer.lipschitz_bound((1, 3, 5))
+    with torch.no_grad():
+        layer.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(BadInputError, match="NaN"):
+        layer.lipschitz_bound((1, 3, 5, 5))
