@@ -17,7 +17,7 @@ Every model is certified the same way: the sound network bound of :mod:`lipcert.
 [lower, upper] of its Lipschitz constant uses :func:`lipcert.bounds.lipschitz_lower_bound`.
 Needs ``pip install --no-deps deel-torchlip``.
 
-Usage: ``python benchmarks/certified_training.py [--epochs 3]``
+Usage: ``python benchmarks/certified_training.py [--epochs 10]``
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ from lipcert.report import format_table, write_json
 from lipcert.train import train
 from lipcert.train.demo import plot_certified_curves
 from lipcert.train.evaluation import certified_radii, network_report
+from lipcert.train.loop import compute_loss
 
 RESULTS = Path(__file__).parent / "results"
 RADII = (0.5, 1.0, 1.58)
 TARGET_EPS = 1.0
 SEED = 0
 BATCH = 128
+TIME = "seconds_per_epoch_interleaved"
 
 
 @dataclass
@@ -160,8 +162,40 @@ def evaluate_entry(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     table = certified_accuracy(radii, list(RADII))
     return {"clean_accuracy": clean,
             "certified_accuracy": {f"{eps:g}": table[eps] for eps in RADII},
+            "median_radius": float(radii.median()),
             "lipschitz_lower": float(lower), "lipschitz_upper": float(report),
             "radii": radii}
+
+
+def interleaved_step_seconds(
+    all_entries: list[Entry], images: torch.Tensor, labels: torch.Tensor, rounds: int,
+    steps: int = 3,
+) -> dict[str, float]:
+    """Median seconds per training step of each entry, timed round-robin.
+
+    The machine is shared, so its speed drifts during a run; timing every model in each round
+    exposes all of them to the same drift, unlike the epoch times of runs done one after
+    the other.
+    """
+    setups = []
+    for entry in all_entries:
+        torch.manual_seed(SEED)
+        model = entry.build()
+        loss = entry.loss()
+        optimizer = torch.optim.Adam(model.parameters(), lr=entry.lr)
+        setups.append((entry.name, model, loss, optimizer))
+    samples: dict[str, list[float]] = {name: [] for name, *_ in setups}
+    for round_index in range(rounds + 1):  # round 0 warms up
+        for name, model, loss, optimizer in setups:
+            started = time.perf_counter()
+            for _ in range(steps):
+                value = compute_loss(loss, model(images), labels, model, images)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+            if round_index:
+                samples[name].append((time.perf_counter() - started) / steps)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def run(epochs: int) -> dict:
@@ -184,6 +218,11 @@ def run(epochs: int) -> dict:
                      "seconds_per_epoch": seconds, **measured})
         print(f"{entry.name}: {rows[-1]['certified_accuracy']} in {seconds:.1f} s/epoch",
               flush=True)
+    x, y = train_data.tensors[0][:BATCH], train_data.tensors[1][:BATCH]
+    per_step = interleaved_step_seconds(entries(), x, y, rounds=5)
+    steps_per_epoch = math.ceil(len(train_data) / BATCH)
+    for row in rows:
+        row["seconds_per_epoch_interleaved"] = per_step[row["name"]] * steps_per_epoch
     return {"rows": rows, "curves": curves, "total_seconds": time.perf_counter() - started}
 
 
@@ -197,32 +236,39 @@ def targets(rows: list[dict]) -> dict:
     lmt = by_name["lmt-mnist LMT++ (eps 1.0)"]["certified_accuracy"][key]
     plain = by_name["lmt-mnist cross-entropy"]["certified_accuracy"][key]
     gain = best["certified_accuracy"][key] - deel["certified_accuracy"][key]
-    time_ratio = best["seconds_per_epoch"] / deel["seconds_per_epoch"]
+    time_ratio = best[TIME] / deel[TIME]
+    qualifying = [r["name"] for r in ours
+                  if r["certified_accuracy"][key] - deel["certified_accuracy"][key] >= 0.03
+                  and r[TIME] <= deel[TIME]]
     ratio = lmt / plain if plain > 0 else (math.inf if lmt > 0 else float("nan"))
-    half = [by_name[name]["certified_accuracy"]["0.5"]
-            for name in ("lmt-mnist LMT++ (eps 1.0)", "lmt-mnist cross-entropy")]
+    lmt_names = ("lmt-mnist LMT++ (eps 1.0)", "lmt-mnist cross-entropy")
+    half = [by_name[name]["certified_accuracy"]["0.5"] for name in lmt_names]
+    medians = [by_name[name]["median_radius"] for name in lmt_names]
     return {
         "best_lipcert": best["name"], "best_deel": deel["name"],
         "certified_gain_points_at_1.0": 100 * gain,
         "time_per_epoch_ratio_best_over_deel": time_ratio,
         "beats_deel_by_3_points_at_no_more_time": bool(gain >= 0.03 and time_ratio <= 1.0),
+        "lipcert_models_3_points_better_at_no_more_time": qualifying,
         "lmt_over_ce_certified_ratio_at_1.0": ratio,
         "lmt_at_least_10x_ce": bool(ratio >= 10),
         "lmt_over_ce_certified_ratio_at_0.5": half[0] / half[1] if half[1] > 0 else math.inf,
+        "lmt_over_ce_median_radius_ratio": medians[0] / medians[1] if medians[1] > 0
+        else math.inf,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs for every model")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs for every model")
     args = parser.parse_args()
     outcome = run(args.epochs)
     rows = outcome["rows"]
-    headers = ["model", "library", "clean", *[f"cert@{e:g}" for e in RADII], "s/epoch",
-               "L lower", "L upper"]
+    headers = ["model", "library", "clean", *[f"cert@{e:g}" for e in RADII],
+               "median radius", "s/epoch (interleaved)", "s/epoch (run)", "L lower", "L upper"]
     table = [[r["name"], r["library"], r["clean_accuracy"],
-              *[r["certified_accuracy"][f"{e:g}"] for e in RADII], r["seconds_per_epoch"],
-              r["lipschitz_lower"], r["lipschitz_upper"]] for r in rows]
+              *[r["certified_accuracy"][f"{e:g}"] for e in RADII], r["median_radius"], r[TIME],
+              r["seconds_per_epoch"], r["lipschitz_lower"], r["lipschitz_upper"]] for r in rows]
     print(format_table(table, headers))
     checks = targets(rows)
     for name, value in checks.items():

@@ -32,7 +32,7 @@ def test_attack_with_deepfool_and_linf_pgd(checkpoint, capsys):
     assert main(["attack", str(checkpoint), "--data", "digits", "--eps", "0.3", "--attack",
                  "deepfool", "--limit", "8", "--no-progress"]) == 0
     assert main(["attack", str(checkpoint), "--norm", "inf", "--eps", "0.05", "--steps", "3",
-                 "--limit", "8", "--no-progress"]) == 0
+                 "--loss", "ce", "--limit", "8", "--no-progress"]) == 0
     assert main(["attack", str(checkpoint), "--norm", "inf", "--eps", "0.05", "--attack", "cw",
                  "--limit", "8", "--no-progress"]) == 1
     assert "l2 attack" in capsys.readouterr().err

@@ -74,5 +74,7 @@ def test_robust_accuracy_rejects_bad_requests():
         robust_accuracy(model, (x, y), [0.1], attack="fgsm", progress=False)
     with pytest.raises(BadInputError, match="no radii"):
         robust_accuracy(model, (x, y), {2: [0.1]}, norm=[2, INF], progress=False)
+    with pytest.raises(BadInputError, match="norm must"):
+        robust_accuracy(model, (x, y), [0.1], norm="l1", progress=False)
     with pytest.raises(BadInputError, match="finite radii"):
         robust_accuracy(model, (x, y), [-1.0], progress=False)

@@ -6,15 +6,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests use tiny tensors: one thread avoids oversubscription on shared machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _max_jacobian_norm(layer: torch.nn.Module, sample_shape: tuple[int, ...], n_points: int = 24,
                        seed: int = 0) -> float:
     """Largest spectral norm of the explicit Jacobian (torch.func.jacrev, float64) of ``layer``

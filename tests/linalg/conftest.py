@@ -58,11 +58,3 @@ def conv_oracle():
 def guarantee_check():
     return check_guarantee
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tests use tiny tensors: one thread avoids OpenMP contention on a loaded machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

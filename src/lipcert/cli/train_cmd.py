@@ -61,13 +61,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_train)
 
     demo = subparsers.add_parser(
-        "demo", help="train and certify a small 1-Lipschitz network (about 2 minutes)",
+        "demo", help="train and certify a small 1-Lipschitz network (under a minute idle)",
         description="Train the sll-s recipe on the embedded mnist-5k, print the Lipschitz "
         "bracket [lower, upper] and the certified accuracy at l2 radii 0.5, 1.0, 1.58, and "
         "write the certified-accuracy curve as a PNG.",
     )
     demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs (default 6)")
+    demo.add_argument("--epochs", type=int, default=None, help="epochs (default 40)")
     demo.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -105,5 +105,5 @@ def run_demo_command(args: argparse.Namespace) -> int:
     print(f"clean accuracy: {demo.clean_accuracy:.3f}")
     rows = [[f"{eps:g}", acc] for eps, acc in demo.certified.items()]
     print(format_table(rows, ["l2 radius", "certified accuracy"]))
-    print(f"curve: {demo.curve}")
+    print(f"curve: {demo.curve}; model: {demo.train.model_file}")
     return 0

@@ -25,6 +25,7 @@ input entry (not padding); see :mod:`lipcert.linalg.conv_bounds`.
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,21 +147,19 @@ class ConvGeometry:
 
 
 def _per_axis(value: int | Sequence[int], dims: int, name: str) -> tuple[int, ...]:
+    """One int per axis from an int or a sequence of ints (numpy/torch integers accepted)."""
+    message = f"{name} must be an int or a tuple of {dims} ints, got {value!r}."
     if isinstance(value, bool):
-        raise BadInputError(f"{name} must be an int or a tuple of {dims} ints, got {value!r}.")
-    if isinstance(value, int):
-        values = (value,) * dims
-    else:
+        raise BadInputError(message)
+    try:
+        values = (operator.index(value),) * dims
+    except TypeError:
         try:
-            values = tuple(value)
+            values = tuple(operator.index(v) for v in value if not isinstance(v, bool))
         except TypeError:
-            raise BadInputError(
-                f"{name} must be an int or a tuple of {dims} ints, got {value!r}."
-            ) from None
-    if len(values) != dims or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
-    ):
-        raise BadInputError(f"{name} must be an int or a tuple of {dims} ints, got {value!r}.")
+            raise BadInputError(message) from None
+    if len(values) != dims:
+        raise BadInputError(message)
     return values
 
 
