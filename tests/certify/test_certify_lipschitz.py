@@ -32,6 +32,16 @@ def test_linear_classifier_pairwise_radius_is_the_distance_to_the_boundary():
     assert bool((global_radii < radii).any())
 
 
+def test_float32_radii_leave_room_for_rounding():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 5).float()
+    exact = margin_radii(logits.double(), 2.0, last_layer="global")
+    guarded = margin_radii(logits.float(), 2.0, last_layer="global")
+    torch.testing.assert_close(guarded * (1 + 100 * torch.finfo(torch.float32).eps), exact,
+                               rtol=1e-12, atol=0)
+    assert bool((guarded < exact).all())
+
+
 class SmallConvNet(nn.Module):
     def __init__(self):
         super().__init__()
