@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lipcert.bounds import Normalize, lipschitz_bound, lipschitz_lower_bound
+from lipcert.errors import UnsupportedLayerError
 
 
 def _randomize_batch_norms(model: nn.Module, seed: int) -> nn.Module:
@@ -233,3 +234,121 @@ def test_works_under_no_grad():
     with torch.no_grad():
         assert float(lipschitz_bound(model, x)) == pytest.approx(expected)
         assert 0 < lipschitz_lower_bound(model, x, steps=3) <= expected
+
+
+class _SlopeOnAView(nn.Module):
+    """An in-place op on a view of ``h`` changes ``h``, which the model returns."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.eye(4))
+        self.act = nn.LeakyReLU(5.0, inplace=True)
+        self.how = how
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.how == "functional":
+            F.leaky_relu(h.view(h.shape[0], -1), 5.0, inplace=True)
+        elif self.how == "module":
+            self.act(h[:, 1:])
+        else:  # augmented assignment: fx would trace it as an out-of-place v * 5
+            v = h[:, :2]
+            v *= 5
+        return h
+
+
+@pytest.mark.parametrize("how", ["functional", "module", "augmented"])
+def test_in_place_ops_on_views_change_the_base_tensor(how):
+    model = _SlopeOnAView(how).double()
+    points = torch.randn(32, 4, dtype=torch.float64)
+    upper = float(lipschitz_bound(model, points[:2]))
+    found = float(jacobian_norms(model, points).max())
+    assert found > 4.0  # the views' slope 5 reaches the output
+    assert found <= upper * (1 + 1e-12)
+
+
+def test_augmented_assignment_used_twice_is_bounded():
+    class Twice(nn.Module):
+        def forward(self, x):
+            h = x * 1.0
+            v = h[:, :2]
+            v *= 10  # scales h too: the output's first columns are 20 x
+            return h + F.pad(v, (0, 2))
+
+    model = Twice()
+    points = torch.randn(8, 4, dtype=torch.float64)
+    assert float(jacobian_norms(model, points).max()) == pytest.approx(20.0)
+    assert float(lipschitz_bound(model, points[:2])) >= 20.0
+
+
+def test_leaf_with_weight_norm_hook_is_bounded_after_its_forward():
+    # torch's legacy weight_norm recomputes .weight in a forward pre-hook: a leaf model must
+    # run before its rule reads the weight (it used to read a stale weight, 10x too small)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        layer = nn.utils.weight_norm(nn.Linear(4, 4).double())
+    with torch.no_grad():
+        layer.weight_g.mul_(10)
+    upper = float(lipschitz_bound(layer, torch.randn(2, 4, dtype=torch.float64)))
+    true = float(torch.linalg.matrix_norm(explicit_matrix(lambda x: layer(x) - layer.bias, (4,)),
+                                          2))
+    assert true <= upper * (1 + 1e-12)
+
+
+def test_untraceable_model_that_branches_on_values_is_refused():
+    # the children-in-order fallback used to accept it from the example input alone
+    class Branching(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            if float(x.abs().max()) > 5:  # untraceable, and never taken on small inputs
+                return self.fc(x) * 100
+            return self.fc(x)
+
+    with pytest.raises(UnsupportedLayerError, match="children"):
+        lipschitz_bound(Branching(), torch.randn(2, 4))
+
+
+def test_cast_below_float32_is_refused():
+    class HalfRound(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x.to(torch.bfloat16).to(x.dtype))
+
+    with pytest.raises(UnsupportedLayerError, match="bfloat16"):
+        lipschitz_bound(HalfRound(), torch.randn(2, 4))
+
+
+def test_in_place_write_into_a_constant_is_refused():
+    class WriteIntoZeros(nn.Module):
+        def forward(self, x):
+            c = torch.zeros_like(x)
+            v = c[:, :2]
+            v += x[:, :2] * 10  # c is no longer a constant: c = 10 x on two columns
+            return c + x  # used to be bounded by 1; the true constant is 11
+
+    model = WriteIntoZeros()
+    points = torch.randn(4, 4, dtype=torch.float64)
+    assert float(jacobian_norms(model, points).max()) == pytest.approx(11.0)
+    with pytest.raises(UnsupportedLayerError, match="did not depend on the input"):
+        lipschitz_bound(model, points[:2])
+
+
+def test_out_argument_is_refused():
+    class Out(nn.Module):
+        def forward(self, x):
+            c = torch.zeros_like(x)
+            torch.mul(x, 10.0, out=c)
+            return c + x
+
+    with pytest.raises(UnsupportedLayerError, match="out="):
+        lipschitz_bound(Out(), torch.randn(2, 4))

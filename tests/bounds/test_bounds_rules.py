@@ -13,6 +13,7 @@ from torch.nn.utils import parametrizations
 
 from lipcert.bounds import Normalize, find_rule, lipschitz_bound, register_rule
 from lipcert.bounds.rules import apply_rule
+from lipcert.errors import UnsupportedLayerError
 from lipcert.linalg import NormBound
 
 AVG_POOLS = [
@@ -185,3 +186,27 @@ def test_in_place_activation_feeding_a_residual(functional):
     points = torch.randn(32, 4)
     upper = float(lipschitz_bound(model, points[:1]))
     assert float(jacobian_norms(model, points).max()) <= upper * (1 + 1e-12)
+
+
+def test_average_pooling_with_negative_divisor_override_holds():
+    # a negative divisor_override makes every entry of the pooling matrix negative; the Schur
+    # test must use magnitudes (it used to return 0.67 < 0.90 here)
+    pool = nn.AvgPool2d(2, stride=1, divisor_override=-3)
+    shape = (1, 2, 5)
+    matrix = explicit_matrix(pool, shape)
+    upper = float(lipschitz_bound(pool, torch.randn(2, *shape, dtype=torch.float64)))
+    assert float(torch.linalg.matrix_norm(matrix, 2)) == pytest.approx(0.8967, abs=1e-4)
+    assert float(torch.linalg.matrix_norm(matrix, 2)) <= upper * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -5.0, 5.0])
+def test_softplus_with_a_small_threshold_is_refused(threshold):
+    # Softplus jumps by log(1 + exp(-threshold)) / beta where it switches to the identity
+    class Functional(nn.Module):
+        def forward(self, x):
+            return F.softplus(x, 2.0, threshold)
+
+    for model in (nn.Softplus(threshold=threshold), Functional()):
+        with pytest.raises(UnsupportedLayerError, match="threshold"):
+            lipschitz_bound(model, torch.randn(2, 3))
+    assert float(lipschitz_bound(nn.Softplus(beta=0.5), torch.randn(2, 3))) == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lipcert.bounds import lipschitz_bound
 from lipcert.errors import BadInputError
 from lipcert.layers import CPLConv2d, CPLLinear, to_vanilla
 
@@ -94,3 +95,24 @@ def test_to_vanilla_needs_an_input_size():
     x = torch.randn(2, 2, 5, 5)
     plain = to_vanilla(layer, input_shape=x.shape)
     torch.testing.assert_close(plain(x), layer(x), rtol=0, atol=1e-5)
+
+
+def test_training_mode_bound_covers_the_power_iteration_normalizer():
+    # in training mode sigma is a one-step power estimate below ||W||; the bound used to
+    # report the eval-mode value 1 while the training-mode layer had constant 1.04
+    layer = CPLLinear(6, 6, generator=_gen(11)).double().train()
+    with torch.no_grad():
+        layer.weight.copy_(torch.diag(torch.tensor([5.0, 4.9, 4.8, 1.0, 1.0, 1.0])))
+        layer.bias.fill_(1.0)  # every ReLU active
+    upper = float(lipschitz_bound(layer, torch.randn(2, 6, dtype=torch.float64)))
+    vector = layer.power_vector.clone()
+
+    def next_forward(x):
+        layer.power_vector.copy_(vector)
+        return layer(x)
+
+    jacobian = torch.autograd.functional.jacobian(next_forward, torch.randn(1, 6).double())
+    true = float(torch.linalg.matrix_norm(jacobian.reshape(6, 6), 2))
+    assert true > 1.01
+    assert true <= upper * (1 + 1e-9)
+    assert float(lipschitz_bound(layer.eval(), torch.randn(2, 6).double())) == pytest.approx(1.0)

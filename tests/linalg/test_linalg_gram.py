@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lipcert.linalg import dense_norm
 from lipcert.linalg.gram import gram_iterate, gram_power_lower_bound, gram_schatten_bound
 
 
@@ -40,3 +41,18 @@ def test_a_shared_scale_gives_the_same_bounds():
     gram, log_scale = gram_iterate(mats, 4, shared_scale=True)
     assert log_scale.dim() == 0
     assert torch.allclose(gram_schatten_bound(gram, log_scale, 4), own, rtol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20, 1e30])
+def test_float32_gram_bound_keeps_its_log_scale_in_float64(scale):
+    # the float32 log-scale reaches 2^t |log f| ~ 1e5, where its rounding made the bound sit
+    # up to 4e-6 below the true norm; now only the matrix products round (~1e-7)
+    generator = torch.Generator().manual_seed(3)
+    worst = 0.0
+    for _ in range(20):
+        weight = torch.randn(5, 5, generator=generator) * scale
+        true = float(torch.linalg.matrix_norm(weight.double(), 2))
+        bound = dense_norm(weight, method="gram")
+        assert bound.value.dtype == torch.float32
+        worst = max(worst, (true - float(bound)) / true)
+    assert worst < 5e-7

@@ -69,6 +69,28 @@ def layer_norm_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
     return NormBound(value, "upper", "max|gamma|/sqrt(eps)")
 
 
+# Softplus switches to the identity where beta x > threshold, with a jump of
+# log(1 + exp(-threshold)) / |beta| there: a discontinuity, so not Lipschitz at all. The jump
+# is ``log1p(exp(-t)) / t`` relative to the output at the switch, 1e-10 for the default t = 20
+# (far below float32 rounding); above this relative size the rule refuses.
+SOFTPLUS_MAX_RELATIVE_JUMP = 1e-8
+
+
+def softplus_slope(beta: float, threshold: float) -> NormBound:
+    """1 (the largest slope) when the jump at ``threshold`` is negligible, else refused."""
+    t = float(threshold)
+    if float(beta) == 0.0 or t <= 0 or math.log1p(math.exp(-t)) / t > SOFTPLUS_MAX_RELATIVE_JUMP:
+        raise UnsupportedLayerError(
+            f"Softplus(beta={beta}, threshold={threshold}) jumps by log(1 + exp(-threshold)) / "
+            f"|beta| where it switches to the identity, so it is not Lipschitz; use a threshold "
+            f">= 17 (the default is 20).")
+    return _constant(1.0)
+
+
+def softplus_rule(module: nn.Softplus, input_shape: torch.Size) -> NormBound:
+    return softplus_slope(module.beta, module.threshold)
+
+
 def leaky_relu_rule(module: nn.LeakyReLU, input_shape: torch.Size) -> NormBound:
     return _constant(max(1.0, abs(module.negative_slope)))
 
@@ -114,11 +136,12 @@ for _type in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
     register_rule(_type, batch_norm_rule)
 for _type in (nn.LayerNorm, nn.GroupNorm):
     register_rule(_type, layer_norm_rule)
-for _type in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Softplus):
+for _type in (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh):
     register_rule(_type, _slope(1.0))
 register_rule(nn.Sigmoid, _slope(0.25))
 register_rule(nn.GELU, _slope(GELU_SLOPE, "upper"))
 register_rule(nn.SiLU, _slope(SILU_SLOPE, "upper"))
+register_rule(nn.Softplus, softplus_rule)
 register_rule(nn.LeakyReLU, leaky_relu_rule)
 register_rule(nn.ELU, elu_rule)
 register_rule(nn.Flatten, flatten_rule)

@@ -12,6 +12,7 @@ convolution rules see the real input size. Every bound is a differentiable tenso
 from __future__ import annotations
 
 import inspect
+import operator
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,34 @@ from lipcert.errors import BadInputError, LipcertError, UnsupportedLayerError, c
 PROBE_BATCH = 2  # samples run through the graph: enough to tell the batch dimension apart
 
 
+# Augmented assignments. A plain torch.fx.Proxy has no ``__iadd__``, so Python runs ``a += b``
+# as ``a = a + b`` while tracing: the graph would compute out of place, and miss the change
+# to every tensor sharing memory with ``a`` (``v = h[:, :2]; v *= 10`` scales part of ``h``).
+_AUGMENTED = {f"__{name}__": getattr(operator, name) for name in (
+    "iadd", "isub", "imul", "itruediv", "ifloordiv", "imod", "ipow", "imatmul", "iand", "ior",
+    "ixor", "ilshift", "irshift")}
+
+
+def _augmented(target):
+    def method(self, other):
+        return self.tracer.create_proxy("call_function", target, (self, other), {})
+
+    return method
+
+
+_InPlaceProxy = type("_InPlaceProxy", (fx.Proxy,),
+                     {name: _augmented(target) for name, target in _AUGMENTED.items()})
+
+
 class _LeafTracer(fx.Tracer):
-    """Keeps every module that has a Lipschitz rule as one node (never traced into)."""
+    """Keeps every module that has a Lipschitz rule as one node (never traced into), and
+    records augmented assignments (``a += b``) as the in-place operations they are."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return has_rule(module) or super().is_leaf_module(module, qualified_name)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _InPlaceProxy(node, self)
 
 
 def _concrete_args(model: nn.Module) -> dict[str, Any]:
@@ -90,6 +114,11 @@ class _BoundInterpreter(fx.Interpreter):
         return result
 
     def _bound(self, node: fx.Node, args: tuple, kwargs: dict, result: Any) -> None:
+        if kwargs.get("out") is not None:
+            raise UnsupportedLayerError(
+                f"node {self.prefix}{node.name!r} ({describe(node)}) writes into another tensor "
+                "(out=...); lipcert cannot follow that write. Use the returned value."
+            )
         if node.op == "call_module":
             module = self.module.get_submodule(node.target)
             step, kind = self._module_step(node, module, args), type(module).__name__
@@ -109,15 +138,48 @@ class _BoundInterpreter(fx.Interpreter):
         check_finite(step.running, f"the Lipschitz bound at node {self.prefix}{node.name!r} "
                                    "(NaN/Inf weights?)")
         if inplace:
-            # The op overwrote its input: later readers of that input see this node's output.
-            source = node.args[0]
-            self.running[source] = torch.maximum(self.running[source], step.running)
+            self._overwrite(node, args, step.running)
         self.running[node] = step.running
         self.steps[node] = step
         name = node.target if node.op == "call_module" else node.name
         self.records.append(LayerBound(f"{self.prefix}{name}", kind, float(step.local.detach()),
                                        step.guarantee, step.method,
                                        float(step.running.detach())))
+
+    def _overwrite(self, node: fx.Node, args: tuple, bound: torch.Tensor) -> None:
+        """The op at ``node`` overwrote its first argument with its output (bound ``bound``).
+
+        Later readers of that argument see the output, so its bound becomes ``bound``. Other
+        tensors sharing its memory (views such as ``h.view(...)``, ``h[:, 1:]``, or the base a
+        view was taken from) changed too: only the entries they share with the argument did,
+        so ``sqrt(old^2 + bound^2)`` bounds them (old entries, overwritten entries).
+        """
+        source = node.args[0] if node.args else None
+        target = args[0] if args else None
+        if not isinstance(source, fx.Node) or not torch.is_tensor(target):
+            raise UnsupportedLayerError(
+                f"node {self.prefix}{node.name!r} ({describe(node)}) works in place on an "
+                "argument lipcert cannot follow; use the out-of-place form."
+            )
+        old = self.running.get(source)
+        if old is None:
+            # Writing input-dependent values into a constant (a buffer, zeros_like(x)): a later
+            # read of that memory (e.g. the buffer fetched again) would pass for a constant.
+            raise UnsupportedLayerError(
+                f"node {self.prefix}{node.name!r} ({describe(node)}) writes input-dependent "
+                "values in place into a tensor that did not depend on the input; lipcert "
+                "cannot follow that write. Use the out-of-place form."
+            )
+        self.running[source] = torch.maximum(old, bound)
+        memory = target.untyped_storage().data_ptr()
+        for other, value in list(self.env.items()):
+            if other is source or other is node or not torch.is_tensor(value):
+                continue
+            if value.untyped_storage().data_ptr() == memory:
+                # a constant sharing the memory now depends on the input too (old bound 0)
+                known = self.running.get(other)
+                self.running[other] = bound if known is None else torch.sqrt(known ** 2
+                                                                             + bound ** 2)
 
     def _module_step(self, node: fx.Node, module: nn.Module, args: tuple) -> Step:
         path = f"{self.prefix}{node.target}"
@@ -197,6 +259,36 @@ def _ordered_children(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.
     return found
 
 
+CHAIN_CHECK_SCALES = (1e-2, 1.0, 1e2)
+
+
+def _chain_reproduces(model: nn.Module, children: list[nn.Module], x: torch.Tensor) -> bool:
+    """True if the children applied in order match ``model`` on seeded random inputs of
+    several scales too. An untraceable forward may branch on the input's values
+    (``if x.abs().max() > 5: ...``), which the example input alone would not reveal; this
+    catches the common cases (it cannot prove that no branch exists)."""
+    generator = torch.Generator().manual_seed(0)
+    spread = 1.0 + float(x.detach().abs().max())
+    for scale in CHAIN_CHECK_SCALES:
+        z = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        z = (z * (scale * spread)).to(dtype=x.dtype, device=x.device)
+        try:
+            with torch.no_grad():
+                expected = model(z)
+                hidden = z
+                for child in children:
+                    hidden = child(hidden)
+        except Exception:  # noqa: BLE001 (any failure means the chain is not the model)
+            return False
+        if not (torch.is_tensor(expected) and torch.is_tensor(hidden)
+                and expected.shape == hidden.shape):
+            return False
+        atol = 1e-5 * (1.0 + float(expected.abs().max()))
+        if not torch.allclose(expected, hidden, rtol=1e-4, atol=atol):
+            return False
+    return True
+
+
 def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Exception) -> _Partial:
     """Fallback when fx cannot trace ``model``: its children, in registration order."""
     children = _ordered_children(model)
@@ -235,7 +327,8 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
         steps.append(Step(value, value, "upper", "composition", combine=True))
     expected = model(x)
     if not (torch.is_tensor(expected) and torch.is_tensor(hidden) and expected.shape == hidden.shape
-            and torch.allclose(expected, hidden, rtol=1e-4, atol=1e-5)):
+            and torch.allclose(expected, hidden, rtol=1e-4, atol=1e-5)
+            and _chain_reproduces(model, [child for _, child in children], x)):
         raise UnsupportedLayerError(
             f"torch.fx cannot trace {type(model).__name__} ({error}), and applying its children "
             "in order does not reproduce its output, so lipcert cannot bound it. Make forward "
@@ -243,7 +336,8 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
         ) from error
     warnings.warn(
         f"torch.fx could not trace {type(model).__name__} ({error}); bounded its children in "
-        "registration order instead (checked against its output on the example input).",
+        "registration order instead (checked against its output on the example input and on "
+        "random inputs).",
         stacklevel=3,
     )
     return _Partial(value, records, steps, expected, last_linear, traced)
@@ -251,9 +345,11 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
 
 def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
     """A module with a rule of its own, bounded as one step."""
+    # Run the module first: reparametrization hooks (torch's spectral_norm / weight_norm)
+    # recompute .weight on each forward, and the rule must read the weight the module uses.
+    output = model(x)
     bound = apply_rule(model, x.shape, name)
     value = bound.value.to(dtype=torch.float64, device=x.device)
-    output = model(x)
     if not torch.is_tensor(output) or output.dim() == 0 or output.shape[0] != x.shape[0]:
         raise BadInputError(f"{name!r} must return one tensor of shape (batch, ...).")
     weight = _affine_weight(model)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.operator_schemas import normalize_function
 
-from lipcert.bounds.builtin import GELU_SLOPE, SILU_SLOPE
+from lipcert.bounds.builtin import GELU_SLOPE, SILU_SLOPE, softplus_slope
 from lipcert.bounds.rules import apply_rule
 from lipcert.errors import BadInputError, UnsupportedLayerError, check_finite
 from lipcert.linalg import dense_norm
@@ -88,7 +88,7 @@ class OpContext:
 
     def in_place(self) -> bool:
         """True if the op overwrites its input (``inplace=True``, by keyword or position)."""
-        if self.kwargs.get("inplace", False):
+        if self.kwargs.get("inplace", False) or self.node.target in AUGMENTED_OPS:
             return True
         if getattr(self.node.target, "__module__", None) != "torch.nn.functional":
             return False
@@ -118,6 +118,9 @@ class OpContext:
 
 
 Handler = Callable[[OpContext], Step]
+
+# Augmented assignments (``a += b``), recorded by the tracer as in-place operations on ``a``.
+AUGMENTED_OPS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
 
 
 def describe(node: fx.Node) -> str:
@@ -158,6 +161,12 @@ def _leaky_relu(ctx: OpContext) -> Step:
 
 def _elu(ctx: OpContext) -> Step:
     return ctx.unary(max(1.0, abs(ctx.normalized().get("alpha", 1.0))), "exact", "max slope")
+
+
+def _softplus(ctx: OpContext) -> Step:
+    kwargs = ctx.normalized()
+    bound = softplus_slope(kwargs.get("beta", 1.0), kwargs.get("threshold", 20.0))
+    return ctx.unary(bound.value, bound.guarantee, "max slope")
 
 
 def _via_module(factory: Callable[[dict[str, Any]], nn.Module]) -> Handler:
@@ -211,6 +220,18 @@ def _pad(ctx: OpContext) -> Step:
 
 
 def _reshape(ctx: OpContext) -> Step:
+    source, result = ctx.input_value(), ctx.result
+    if (torch.is_tensor(source) and torch.is_tensor(result) and result.is_floating_point()
+            and source.is_floating_point()
+            and torch.finfo(result.dtype).eps > max(torch.finfo(source.dtype).eps,
+                                                    torch.finfo(torch.float32).eps)):
+        # Rounding to half / bfloat16 is a step function: inputs a rounding boundary apart
+        # map to outputs a relative 1e-3 apart, far beyond the float32 rounding guard.
+        raise UnsupportedLayerError(
+            f"node {ctx.name!r} ({describe(ctx.node)}) casts {source.dtype} to "
+            f"{result.dtype}; rounding to a precision below float32 is not Lipschitz at "
+            "the scale of certificates. Keep the computation in float32 or float64."
+        )
     return ctx.unary(1.0, "exact", "reshape", isometry=True)
 
 
@@ -289,9 +310,9 @@ def _operands(ctx: OpContext) -> tuple[Any, Any, Any, Any]:
     """(first node, second node, first value, second value) of a binary op."""
     nodes = list(ctx.node.args[:2])
     values = list(ctx.args[:2])
-    if len(nodes) < 2:
-        nodes.append(ctx.node.kwargs.get("other"))
-        values.append(ctx.kwargs.get("other"))
+    for name in ("input", "other")[len(nodes):]:
+        nodes.append(ctx.node.kwargs.get(name))
+        values.append(ctx.kwargs.get(name))
     return nodes[0], nodes[1], values[0], values[1]
 
 
@@ -392,7 +413,8 @@ def _all(keys: tuple[Any, ...], handler: Handler) -> dict[Any, Handler]:
 
 HANDLERS: dict[Any, Handler] = {
     **_all((F.relu, torch.relu, "relu", F.relu6, F.hardtanh, torch.abs, "abs", torch.clamp,
-            "clamp", torch.tanh, "tanh", F.tanh, F.softplus), _slope(1.0)),
+            "clamp", torch.tanh, "tanh", F.tanh), _slope(1.0)),
+    F.softplus: _softplus,
     **_all((torch.sigmoid, "sigmoid", F.sigmoid), _slope(0.25)),
     F.gelu: _slope(GELU_SLOPE, "upper"),
     F.silu: _slope(SILU_SLOPE, "upper"),
@@ -421,9 +443,10 @@ HANDLERS: dict[Any, Handler] = {
     **_all((torch.chunk, "chunk", torch.split, "split"), _split),
     **_all((torch.mean, "mean"), _reduce(lambda n: 1.0 / math.sqrt(n))),
     **_all((torch.sum, "sum"), _reduce(math.sqrt)),
-    **_all((operator.add, torch.add, "add", operator.sub, torch.sub, "sub"), _add),
-    **_all((operator.mul, torch.mul, "mul"), _mul),
-    **_all((operator.truediv, torch.div, "div"), _div),
+    **_all((operator.add, torch.add, "add", operator.sub, torch.sub, "sub", operator.iadd,
+            operator.isub), _add),
+    **_all((operator.mul, torch.mul, "mul", operator.imul), _mul),
+    **_all((operator.truediv, torch.div, "div", operator.itruediv), _div),
     **_all((torch.cat, torch.concat, torch.concatenate), _concatenate(new_axis=False)),
     torch.stack: _concatenate(new_axis=True),
 }

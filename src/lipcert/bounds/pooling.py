@@ -73,5 +73,7 @@ def linear_pool_bound(module: nn.Module, input_shape: torch.Size) -> NormBound:
         ones = torch.ones(1, 1, *input_shape[-dims:], dtype=torch.float64, requires_grad=True)
         pooled = module(ones)
         (column_sums,) = torch.autograd.grad(pooled.sum(), ones)
-    value = torch.sqrt(pooled.detach().max() * column_sums.max())
+    # Every entry of A has the sign of its divisor (a negative ``divisor_override`` makes all
+    # of them negative), so |A| 1 = |A 1| and |A|^T 1 = |A^T 1|: take magnitudes.
+    value = torch.sqrt(pooled.detach().abs().max() * column_sums.abs().max())
     return NormBound(value, "upper", "pooling Schur test (LMT overlap)")

@@ -44,28 +44,53 @@ class _CPL(ResidualLayer):
         self.register_buffer("power_vector", torch.zeros(0))
         self._certified_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._last_input_shape: tuple[int, ...] | None = None
+        self._training_sigma: dict[tuple, torch.Tensor] = {}
 
     def _vector_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (1, self.features, *input_shape[2:])
 
-    def _power_sigma(self, input_shape: tuple[int, ...]) -> torch.Tensor:
-        """One power-iteration step (more after a restart); differentiable in the weight."""
+    def _next_power_vector(self, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """The power vector after the next training-mode step (the buffer is not changed)."""
         shape = self._vector_shape(input_shape)
         with torch.no_grad():
             steps = 1
-            if tuple(self.power_vector.shape) != shape:
+            vector = self.power_vector
+            if tuple(vector.shape) != shape:
                 generator = torch.Generator(device=self.weight.device)
                 generator.manual_seed(self.power_seed)
-                self.power_vector = torch.randn(shape, generator=generator,
-                                                dtype=self.weight.dtype,
-                                                device=self.weight.device)
+                vector = torch.randn(shape, generator=generator, dtype=self.weight.dtype,
+                                     device=self.weight.device)
                 steps = POWER_WARMUP_STEPS
-            vector = self.power_vector
             for _ in range(steps):
                 vector = self.apply_adjoint(self.apply_map(vector))
                 vector = vector * safe_reciprocal(vector.norm())
-            self.power_vector.copy_(vector)
-        return self.apply_map(vector).norm()
+        return vector
+
+    def _power_sigma(self, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """One power-iteration step (more after a restart); differentiable in the weight."""
+        vector = self._next_power_vector(input_shape)
+        with torch.no_grad():
+            if self.power_vector.shape != vector.shape:
+                self.power_vector = vector.clone()
+            else:
+                self.power_vector.copy_(vector)
+        sigma = self.apply_map(vector).norm()
+        self._sigmas_seen()[tuple(input_shape[2:])] = sigma.detach()
+        return sigma
+
+    def _sigmas_seen(self) -> dict[tuple, torch.Tensor]:
+        """The ``sigma`` of the last training-mode forward, per input size."""
+        if not hasattr(self, "_training_sigma"):  # layers pickled before this attribute
+            self._training_sigma = {}
+        return self._training_sigma
+
+    def _training_normalizer(self, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """The smallest ``sigma`` a training-mode forward at this size used last or will use
+        next (power iteration approaches ``||W||`` from below: not a guaranteed bound)."""
+        with torch.no_grad():
+            sigma = self.apply_map(self._next_power_vector(input_shape)).norm()
+        last = self._sigmas_seen().get(tuple(input_shape[2:]))
+        return sigma if last is None else torch.minimum(sigma, last.to(sigma))
 
     def upper_norm(self, input_shape) -> NormBound:
         """A fresh guaranteed upper bound on ``||W||`` for inputs of ``input_shape``."""
@@ -98,12 +123,17 @@ class _CPL(ResidualLayer):
         return self.residual(x, safe_reciprocal(sigma * sigma))
 
     def lipschitz_bound(self, input_shape) -> NormBound:
-        """Upper bound ``max(1, 2 (u / sigma)^2 - 1)`` for the eval-mode layer, where ``u`` is a
-        fresh guaranteed upper bound on ``||W||`` and ``sigma`` the normalizer the eval-mode
-        forward uses for this input size. The two coincide unless the cache were stale, so the
-        value is 1; it is recomputed rather than assumed."""
+        """Upper bound ``max(1, 2 (u / sigma)^2 - 1)``, where ``u`` is a fresh guaranteed upper
+        bound on ``||W||`` and ``sigma`` the normalizer the forward uses for this input size.
+        In eval mode the two coincide unless the cache were stale, so the value is 1; it is
+        recomputed rather than assumed. In training mode ``sigma`` is a power-iteration
+        estimate (the smaller of the last forward's and the next one's), which lies below
+        ``||W||``, so the bound may exceed 1 there: certify in eval mode."""
         fresh = self.upper_norm(input_shape)
-        used = self.certified_norm(input_shape).double()
+        if self.training:
+            used = self._training_normalizer(tuple(input_shape)).double()
+        else:
+            used = self.certified_norm(input_shape).double()
         ratio = fresh.value.detach().double() * safe_reciprocal(used)
         value = torch.clamp(2 * ratio * ratio - 1, min=1.0)
         return NormBound(value, "upper", f"cpl-{fresh.method}")

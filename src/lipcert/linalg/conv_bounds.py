@@ -39,7 +39,7 @@ import torch
 
 from lipcert.linalg.conv_geometry import ConvGeometry
 from lipcert.linalg.conv_spectral import polyphase_kernel
-from lipcert.linalg.gram import gram_iterate, safe_log
+from lipcert.linalg.gram import gram_iterate, safe_log, scaled_root
 
 __all__ = [
     "reshape_norm_bound",
@@ -142,6 +142,6 @@ def gram_kernel_bound(kernel: torch.Tensor, geometry: ConvGeometry, n_iter: int)
         coefficients = _coefficients(gram, grid)
     row_sums = coefficients.abs().sum(dim=tuple(range(1, coefficients.dim())))
     log_row, positive = safe_log(row_sums.amax())
-    value = torch.exp((log_row + log_scale) / 2.0**n_iter)
+    value = scaled_root(log_row, log_scale, n_iter, row_sums.dtype)
     value = torch.where(positive, value, torch.zeros_like(value))
     return value * _scalar(math.sqrt(geometry.multiplicity), kernel)

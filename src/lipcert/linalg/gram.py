@@ -14,6 +14,8 @@ factor ``rank^(2^-(t+1))``. Every step divides ``G_t`` by its Frobenius norm ``f
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["gram_iterate", "gram_schatten_bound", "safe_log", "gram_power_lower_bound"]
@@ -67,7 +69,7 @@ def gram_iterate(
         mat = mat.mH
     if log_scale is None:
         shape = () if shared_scale else mat.shape[:-2]
-        log_scale = torch.zeros(shape, dtype=mat.real.dtype, device=mat.device)
+        log_scale = torch.zeros(shape, dtype=torch.float64, device=mat.device)
     for _ in range(n_iter):
         log_norm, positive = safe_log(_frobenius(mat, shared_scale))
         norm = torch.where(positive, torch.exp(log_norm), torch.ones_like(log_norm))
@@ -75,7 +77,9 @@ def gram_iterate(
             mat = mat / norm
         else:
             mat = mat / norm[..., None, None]
-        log_scale = 2.0 * (log_scale + log_norm)
+        # float64: r_t reaches 2^t |log f| (1e5 for norms near 1e20 after 10 steps), where a
+        # float32 ulp is 1e-2, i.e. a relative error of 1e-5 in the bound after the root.
+        log_scale = 2.0 * (log_scale + log_norm.to(torch.float64))
         mat = mat.mH @ mat
     return mat, log_scale
 
@@ -87,8 +91,22 @@ def gram_schatten_bound(gram: torch.Tensor, log_scale: torch.Tensor, n_iter: int
     finite, zero gradient there).
     """
     log_norm, positive = safe_log(_frobenius(gram, shared=False))
-    value = torch.exp((log_norm + log_scale) / 2.0**n_iter)
+    value = scaled_root(log_norm, log_scale, n_iter, gram.real.dtype)
     return torch.where(positive, value, torch.zeros_like(value))
+
+
+def scaled_root(log_value: torch.Tensor, log_scale: torch.Tensor, n_iter: int,
+                dtype: torch.dtype) -> torch.Tensor:
+    """``exp((log_value + log_scale) / 2^n_iter)`` computed in float64 (the log-scale is
+    float64), then cast to ``dtype`` rounding UP, so an upper bound stays one after the cast.
+    Differentiable."""
+    exact = torch.exp((log_value.to(torch.float64) + log_scale) / 2.0**n_iter)
+    cast = exact.to(dtype)
+    if dtype != torch.float64:
+        below = cast.detach().to(torch.float64) < exact.detach()
+        up = torch.nextafter(cast.detach(), torch.full_like(cast.detach(), math.inf))
+        cast = cast + (torch.where(below, up, cast.detach()) - cast.detach())
+    return cast
 
 
 @torch.no_grad()
@@ -114,5 +132,5 @@ def gram_power_lower_bound(
         vec = gram @ vec
         estimate = torch.maximum(estimate, torch.linalg.vector_norm(vec, dim=(-2, -1)))
     log_est, positive = safe_log(estimate)
-    value = torch.exp((log_est + log_scale) / 2.0**n_iter)
+    value = torch.exp((log_est.to(torch.float64) + log_scale) / 2.0**n_iter)
     return torch.where(positive, value, torch.zeros_like(value))
