@@ -210,3 +210,54 @@ def test_softplus_with_a_small_threshold_is_refused(threshold):
         with pytest.raises(UnsupportedLayerError, match="threshold"):
             lipschitz_bound(model, torch.randn(2, 3))
     assert float(lipschitz_bound(nn.Softplus(beta=0.5), torch.randn(2, 3))) == 1.0
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1), (1, 3, 4, 5)),
+    (nn.ConvTranspose2d(2, 4, 4, stride=2, padding=1), (1, 2, 3, 3)),
+    (nn.ConvTranspose2d(2, 3, 3, padding=1), (1, 2, 5, 5)),
+    (nn.ConvTranspose1d(3, 2, 5, stride=3, padding=2), (1, 3, 6)),
+], ids=["2d-stride2-output-padding", "2d-k4-stride2", "2d-stride1", "1d-stride3"])
+def test_conv_transpose_bound_dominates_its_explicit_matrix(layer, shape):
+    torch.manual_seed(0)
+    layer = layer.double()
+    size = int(torch.tensor(shape[1:]).prod())
+    basis = torch.eye(size).reshape(size, *shape[1:])
+    with torch.no_grad():
+        matrix = (layer(basis) - layer(torch.zeros(1, *shape[1:]))).reshape(size, -1)
+    truth = float(torch.linalg.svdvals(matrix)[0])
+    report = lipschitz_bound(nn.Sequential(layer), torch.randn(*shape))
+    assert truth * (1 - 1e-9) <= float(report) <= truth * 1.25
+
+
+def test_conv_transpose_with_groups_is_refused():
+    with pytest.raises(UnsupportedLayerError, match="groups=2"):
+        lipschitz_bound(nn.Sequential(nn.ConvTranspose2d(2, 2, 3, groups=2)),
+                        torch.randn(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("pool", [nn.LPPool2d(2, 2), nn.LPPool2d(2, 3, stride=1),
+                                  nn.LPPool1d(2, 3, stride=2)], ids=["2x2", "3x3-s1", "1d"])
+def test_l2_norm_pooling_bound_holds_on_jacobians(pool):
+    torch.manual_seed(0)
+    shape = (2, 6) if isinstance(pool, nn.LPPool1d) else (2, 6, 6)
+    bound = float(lipschitz_bound(nn.Sequential(pool), torch.randn(1, *shape)))
+    points = torch.randn(32, *shape)
+    jac = torch.func.vmap(torch.func.jacrev(lambda x: pool(x[None])[0]))(points)
+    norms = torch.linalg.matrix_norm(jac.reshape(32, -1, points[0].numel()), ord=2)
+    assert float(norms.max()) <= bound * (1 + 1e-9)
+    if pool.kernel_size == 2:
+        assert bound == 1.0
+
+
+def test_lp_pooling_other_than_l2_is_refused():
+    with pytest.raises(UnsupportedLayerError, match="norm_type=3"):
+        lipschitz_bound(nn.Sequential(nn.LPPool2d(3, 2)), torch.randn(1, 1, 4, 4))
+
+
+def test_pixel_shuffles_are_exact_isometries():
+    model = nn.Sequential(nn.PixelUnshuffle(2), nn.Flatten(), nn.Linear(16, 3))
+    report = lipschitz_bound(model, torch.randn(1, 1, 4, 4))
+    assert report.guarantee == "exact"
+    torch.testing.assert_close(report.value, torch.linalg.matrix_norm(model[2].weight, ord=2))
+

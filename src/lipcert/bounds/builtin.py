@@ -20,7 +20,7 @@ from lipcert.bounds.pooling import (
 )
 from lipcert.bounds.rules import register_rule
 from lipcert.errors import UnsupportedLayerError
-from lipcert.linalg import operator_norm
+from lipcert.linalg import conv_norm, operator_norm
 from lipcert.linalg.result import NormBound
 
 # sup_x GELU'(x) = Phi(sqrt 2) + sqrt 2 phi(sqrt 2) = 1.1289 (also ~1.1290 for the tanh form).
@@ -36,6 +36,25 @@ def _constant(value: float, guarantee: str = "exact", method: str = "max slope")
 def linear_map_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
     """Operator norm of Linear / Conv1d / Conv2d at the traced input size (lipcert.linalg)."""
     return operator_norm(module, input_shape, method="auto")
+
+
+def conv_transpose_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    """ConvTranspose1d/2d is the adjoint of the convolution with the same weight, stride and
+    padding acting on the transposed layer's OUTPUT size, so both have the same norm."""
+    dims = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+    if module.groups != 1 or any(d != 1 for d in module.dilation) \
+            or module.padding_mode != "zeros":
+        raise UnsupportedLayerError(
+            f"{type(module).__name__} with groups={module.groups}, dilation={module.dilation}, "
+            f"padding_mode={module.padding_mode!r} has no lipcert rule (groups=1, dilation=1 and "
+            "zero padding are supported); register one with lipcert.bounds.register_rule."
+        )
+    with torch.no_grad():
+        probe = torch.zeros(1, *input_shape[1:], dtype=module.weight.dtype,
+                            device=module.weight.device)
+        out_size = tuple(module(probe).shape[-dims:])
+    return conv_norm(module.weight, out_size, stride=module.stride, padding=module.padding,
+                     padding_mode="zeros", method="auto")
 
 
 def _refuse_training(module: nn.Module, why: str) -> None:
@@ -107,6 +126,11 @@ def flatten_rule(module: nn.Flatten, input_shape: torch.Size) -> NormBound:
     return _constant(1.0, method="reshape")
 
 
+def reshape_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
+    """Permutations of the entries of each sample (PixelShuffle / PixelUnshuffle): exactly 1."""
+    return _constant(1.0, method="reshape")
+
+
 def unflatten_rule(module: nn.Unflatten, input_shape: torch.Size) -> NormBound:
     if isinstance(module.dim, int) and module.dim % len(input_shape) == 0:
         raise UnsupportedLayerError("Unflatten(dim=0) splits the batch dimension.")
@@ -132,6 +156,8 @@ def _slope(value: float, guarantee: str = "exact"):
 
 for _type in (nn.Linear, nn.Conv1d, nn.Conv2d):
     register_rule(_type, linear_map_rule)
+for _type in (nn.ConvTranspose1d, nn.ConvTranspose2d):
+    register_rule(_type, conv_transpose_rule)
 for _type in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
     register_rule(_type, batch_norm_rule)
 for _type in (nn.LayerNorm, nn.GroupNorm):
@@ -147,9 +173,11 @@ register_rule(nn.ELU, elu_rule)
 register_rule(nn.Flatten, flatten_rule)
 register_rule(nn.Unflatten, unflatten_rule)
 register_rule(nn.Identity, identity_rule)
+for _type in (nn.PixelShuffle, nn.PixelUnshuffle):
+    register_rule(_type, reshape_rule)
 for _type in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout):
     register_rule(_type, dropout_rule)
-for _type in (nn.MaxPool1d, nn.MaxPool2d):
+for _type in (nn.MaxPool1d, nn.MaxPool2d, nn.LPPool1d, nn.LPPool2d):
     register_rule(_type, max_pool_bound)
 for _type in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d):
     register_rule(_type, adaptive_max_pool_bound)
@@ -160,4 +188,5 @@ for _type in (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPo
 # exact step keeps the network bound exact.
 ISOMETRY_TYPES: tuple[type, ...] = (
     nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+    nn.PixelShuffle, nn.PixelUnshuffle,
 )

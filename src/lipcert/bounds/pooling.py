@@ -29,21 +29,29 @@ def _spatial(value, dims: int) -> tuple[int, ...]:
 
 
 def max_pool_bound(module: nn.Module, input_shape: torch.Size) -> NormBound:
-    """sqrt(number of windows that can share one input position) for MaxPool1d/2d."""
-    if module.return_indices:
+    """sqrt(number of windows that can share one input position) for MaxPool1d/2d and for
+    LPPool1d/2d with p = 2 (each output is the l2 norm of its window, 1-Lipschitz in the
+    window's entries exactly like the window maximum)."""
+    if getattr(module, "return_indices", False):
         raise UnsupportedLayerError("max pooling with return_indices=True returns a tuple; "
                                     "lipcert bounds only the pooled tensor (set it to False).")
-    dims = 1 if isinstance(module, nn.MaxPool1d) else 2
+    if isinstance(module, (nn.LPPool1d, nn.LPPool2d)) and float(module.norm_type) != 2.0:
+        raise UnsupportedLayerError(
+            f"{type(module).__name__}(norm_type={module.norm_type}) has no lipcert rule; only "
+            "p = 2 (window l2 norms) is bounded. Use p = 2 or register a rule with "
+            "lipcert.bounds.register_rule."
+        )
+    dims = 1 if isinstance(module, (nn.MaxPool1d, nn.LPPool1d)) else 2
     spatial = tuple(input_shape[-dims:])
     out = module(torch.zeros(1, 1, *spatial)).shape[-dims:]
     kernel = _spatial(module.kernel_size, dims)
     stride = _spatial(module.stride if module.stride is not None else module.kernel_size, dims)
-    dilation = _spatial(module.dilation, dims)
+    dilation = _spatial(getattr(module, "dilation", 1), dims)
     count = 1
     for k, s, d, n_out in zip(kernel, stride, dilation, out, strict=True):
         count *= min(k, math.ceil((d * (k - 1) + 1) / s), n_out)
     return NormBound(torch.tensor(math.sqrt(count), dtype=torch.float64), "upper",
-                     f"max-pool overlap count {count}")
+                     f"window-pool overlap count {count}")
 
 
 def adaptive_max_pool_bound(module: nn.Module, input_shape: torch.Size) -> NormBound:
