@@ -10,6 +10,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lipcert.errors import BadInputError, LipcertError
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+class OutputError(LipcertError, OSError):
+    """An output file or folder could not be written (also an :class:`OSError`)."""
+
+
+def _output_error(path: Path, err: OSError) -> OutputError:
+    reason = err.strerror or str(err)
+    where = Path(err.filename) if err.filename else path
+    blocking = [p for p in reversed(path.parents) if p.exists() and not p.is_dir()]
+    if blocking:
+        reason = f"{blocking[0]} is a file, not a folder"
+    elif where in path.parents:
+        reason = f"{reason} ({where})"
+    return OutputError(f"cannot write {path}: {reason}; choose a writable path.")
+
 
 def format_value(value: Any) -> str:
     """Short, readable text for one table cell."""
@@ -35,17 +54,24 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (no half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _output_error(path, err) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise _output_error(path, err) from err
         raise
 
 
@@ -65,12 +91,29 @@ def new_figure(width: float = 6.0, height: float = 4.0):
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Save ``fig`` as PNG at ``path`` (folders created) and close it."""
+    """Save ``fig`` at ``path`` (folders created) and close it; returns the path written.
+
+    The suffix picks the format (.png, .pdf or .svg); a path without one gets ``.png``.
+    Raises :class:`BadInputError` for another suffix and :class:`OutputError` (an
+    ``OSError``) when the file cannot be written.
+    """
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        if not path.suffix:
+            path = path.with_name(path.name + ".png")
+        if path.suffix.lower().lstrip(".") not in FIGURE_FORMATS:
+            raise BadInputError(f"cannot save a figure as {path}: use a name ending in "
+                                f"{', '.join('.' + f for f in FIGURE_FORMATS)}.")
+        if path.is_dir():
+            raise OutputError(f"cannot write {path}: it is a folder; give a file name.")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.tight_layout()
+            fig.savefig(path, dpi=120)
+        except OSError as err:
+            raise _output_error(path, err) from err
+    finally:
+        plt.close(fig)
     return path

@@ -44,6 +44,14 @@ def test_splits_are_disjoint_and_cover_everything():
     assert sorted([*train, *test]) == list(range(len(labels)))
     # every fifth of class 0 (positions 0,2,3,5,6,10 -> fifth is index 6) and of class 1
     assert sorted(test) == [6, 9]
+    # round-robin over classes: first of each class, then the second of each, ...
+    assert labels[train].tolist() == [0, 1, 2, 0, 1, 0, 1, 0, 1, 0]
+
+
+def test_every_prefix_of_an_embedded_split_is_class_balanced():
+    labels = data.load("mnist-5k", "test").tensors[1]
+    assert torch.bincount(labels[:200], minlength=10).tolist() == [20] * 10
+    assert labels[:10].tolist() == list(range(10))
 
 
 def test_train_and_test_images_differ():

@@ -46,8 +46,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LipcertError as err:
-        print(f"lipcert: error: {err}", file=sys.stderr)
+        print(f"lipcert: error: {error_text(err)}", file=sys.stderr)
         return 1
+    except OSError as err:  # a file or folder the command reads or writes
+        where = f" {err.filename}" if err.filename else ""
+        print(f"lipcert: error: cannot access{where}: {err.strerror or err}; check the path "
+              "and its permissions.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lipcert: interrupted", file=sys.stderr)
+        return 130
+
+
+def error_text(err: BaseException) -> str:
+    """The message of ``err`` without what torch.fx appends to errors raised while it runs a
+    traced graph ("While executing %node ... Original traceback: ...")."""
+    text = str(err)
+    for marker in ("\n\nWhile executing ", "\nWhile executing "):
+        text = text.split(marker)[0]
+    return text.strip()
 
 
 if __name__ == "__main__":  # pragma: no cover

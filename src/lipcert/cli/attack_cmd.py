@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import warnings
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from lipcert.cli._common import (
+    FIGURE_SUFFIXES,
+    add_data_flags,
+    add_plot_flag,
+    check_int,
+    check_output_file,
+    check_radii,
+    checkpoint_file,
+    resolve_device,
+)
 from lipcert.errors import BadInputError
 from lipcert.report import format_table, new_figure, save_figure, write_json
 
 NORMS = {"2": 2.0, "inf": math.inf}
+ATTACKS = ("pgd", "deepfool", "cw")
 
 
 def register(subparsers) -> None:
@@ -21,15 +35,21 @@ def register(subparsers) -> None:
         description="Attack a saved model on a data set and print its accuracy under attack at "
         "each radius (an upper bound on the true robust accuracy).",
     )
-    _add_common(attack)
-    attack.add_argument("--norm", choices=sorted(NORMS), default="2", help="threat model (pgd "
-                        "takes 2 or inf; deepfool and cw are l2 attacks)")
-    attack.add_argument("--eps", type=float, nargs="+", required=True, help="attack radii")
-    attack.add_argument("--attack", choices=("pgd", "deepfool", "cw"), default="pgd")
-    attack.add_argument("--steps", type=int, default=50, help="iterations (default 50)")
-    attack.add_argument("--restarts", type=int, default=1, help="PGD random restarts")
+    add_data_flags(attack)
+    attack.add_argument("--eps", type=float, nargs="+", required=True, metavar="EPS",
+                        help="attack radii (one or more, >= 0)")
+    attack.add_argument("--norm", choices=sorted(NORMS), default="2", help="threat model "
+                        "(default 2; pgd takes 2 or inf, deepfool and cw are l2 attacks)")
+    attack.add_argument("--attack", choices=ATTACKS, default="pgd",
+                        help="attack (default pgd)")
+    attack.add_argument("--steps", type=int, default=50, metavar="N",
+                        help="iterations of the attack (default 50)")
+    attack.add_argument("--restarts", type=int, default=1, metavar="N",
+                        help="PGD random restarts (default 1)")
     attack.add_argument("--loss", choices=("margin", "ce"), default="margin",
-                        help="PGD loss (margin: stronger on Lipschitz networks)")
+                        help="PGD loss (default margin: stronger on Lipschitz networks)")
+    attack.add_argument("--seed", type=int, default=0, help="seed of the random starts "
+                        "(default 0)")
     attack.set_defaults(func=run_attack)
 
     audit = subparsers.add_parser(
@@ -39,100 +59,126 @@ def register(subparsers) -> None:
         "Prints the number of violations (broken certificates: exit status 1) and the "
         "tightness ratio minimal-adversarial-distance / certified-radius.",
     )
-    _add_common(audit)
-    audit.add_argument("--steps", type=int, default=100, help="PGD iterations (default 100)")
+    add_data_flags(audit)
+    audit.add_argument("--steps", type=int, default=100, metavar="N",
+                       help="PGD iterations (default 100)")
     audit.add_argument("--minimal", choices=("best", "deepfool", "cw"), default="best",
                        help="minimal-distance attack (default best: DeepFool and Carlini-Wagner)")
-    audit.add_argument("--plot", default=None, help="write a histogram of the tightness (PNG)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the random starts "
+                       "(default 0)")
+    add_plot_flag(audit, "a histogram of the tightness ratios")
     audit.set_defaults(func=run_audit)
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="model.safetensors saved by lipcert (JSON spec beside)")
-    parser.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
-    parser.add_argument("--split", default="test", choices=("train", "test"))
-    parser.add_argument("--root", default=None, help="folder with the original files (local sets)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N points")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random starts")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """The checkpoint's model (eval mode, input normalization prepended) and the data on the
-    requested device, inputs in [0, 1]."""
+    requested device, inputs in [0, 1]. Checks the common flags first, and that the data's
+    image shape is the one the checkpoint was built for."""
     from lipcert import data, models
     from lipcert.bounds import Normalize
+    from lipcert.cli.bound_cmd import spec_input_shape
 
-    device = _device(args.device)
-    spec = models.read_spec(args.checkpoint)
-    model = models.load(args.checkpoint, map_location=device)
-    if spec.get("normalization"):
-        norm = spec["normalization"]
-        model = nn.Sequential(Normalize(norm["mean"], norm["std"]), model).to(device).eval()
+    check_int(args, "limit", 1)
+    check_int(args, "batch_size", 1)
+    check_output_file(args.json, "json")
+    check_output_file(getattr(args, "plot", None), "plot", FIGURE_SUFFIXES)
+    device = resolve_device(args.device)
+    path = checkpoint_file(args.checkpoint)
+    spec = models.read_spec(path)
     name = args.data or spec.get("dataset")
     if not name:
-        raise BadInputError(f"{args.checkpoint} names no data set; pass --data NAME.")
+        raise BadInputError(f"{path} names no data set; pass --data NAME.")
+    expected, shape = spec_input_shape(spec), tuple(data.info(name).shape)
+    if expected is not None and shape != expected:
+        trained = f", trained on {spec['dataset']}" if spec.get("dataset") else ""
+        raise BadInputError(
+            f"data set {name} has images of shape {_dims(shape)}, but checkpoint {path} "
+            f"({spec.get('recipe')}{trained}) takes {_dims(expected)}; pass --data with a data "
+            "set of that shape (see `lipcert data list`)."
+        )
+    model = models.load(path, map_location=device)
+    if spec.get("normalization"):
+        norm = spec["normalization"]
+        model = nn.Sequential(Normalize(norm["mean"], norm["std"]), model)
+    model = model.to(device).eval()
     x, y = data.load(name, args.split, root=args.root).tensors
+    classes = int(y.unique().numel())
     if args.limit is not None:
-        if args.limit < 1:
-            raise BadInputError(f"--limit must be >= 1, got {args.limit}.")
         x, y = x[: args.limit], y[: args.limit]
+        kept = int(y.unique().numel())
+        if kept < classes and len(y) >= classes:
+            print(f"note: the first {len(y)} {args.split} points of {name} hold only {kept} of "
+                  f"its {classes} classes (the set is ordered by label); the numbers below are "
+                  "not representative. Raise --limit.", file=sys.stderr)
+    args.checkpoint, args.data_name, args.recipe = path, name, spec.get("recipe")
     dtype = next(model.parameters()).dtype
-    print(f"{args.checkpoint} ({spec['recipe']}) on {name} {args.split}: {len(y)} points, "
+    print(f"{path} ({spec['recipe']}) on {name} {args.split}: {len(y)} points, "
           f"device {device}")
     return model, x.to(device=device, dtype=dtype), y.to(device)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was requested but no CUDA GPU is available.")
-    return device
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
 
 
 def run_attack(args: argparse.Namespace) -> int:
     from lipcert.attacks import robust_accuracy
 
+    check_radii(args.eps)
+    check_int(args, "steps", 0)
+    check_int(args, "restarts", 1)
+    if args.attack != "pgd" and args.norm != "2":
+        raise BadInputError(f"--attack {args.attack} is an l2 attack; use --norm 2 with it, or "
+                            f"--attack pgd for --norm {args.norm}.")
     model, x, y = load_model_and_data(args)
     result = robust_accuracy(
         model, (x, y), args.eps, norm=NORMS[args.norm], attack=args.attack,
         batch_size=args.batch_size, progress=args.progress, steps=args.steps,
         restarts=args.restarts, loss=args.loss, seed=args.seed,
     )
-    print(f"clean accuracy {result['clean_accuracy']:.4f}; attack {args.attack}, "
-          f"{args.steps} steps")
-    rows = [[args.norm, row["eps"], f"{row['robust_accuracy']:.4f}"] for row in result["results"]]
+    budget = (f"{args.steps} steps, {args.restarts} restart(s), {args.loss} loss"
+              if args.attack == "pgd" else f"at most {args.steps} iterations")
+    print(f"clean accuracy {result['clean_accuracy']:.4f}; attack {args.attack}, {budget}")
+    rows = [[f"l{args.norm}", row["eps"], f"{row['robust_accuracy']:.4f}"]
+            for row in result["results"]]
     print(format_table(rows, ["norm", "eps", "robust accuracy"]))
     if args.json:
         write_json(args.json, {"checkpoint": args.checkpoint, **result})
+        print(f"wrote {args.json}")
     return 0
 
 
 def run_audit(args: argparse.Namespace) -> int:
     from lipcert.attacks import audit
+    from lipcert.attacks.audit import AuditReport, CertificateViolationWarning
     from lipcert.bounds import lipschitz_bound
     from lipcert.certify import lipschitz_radii
 
+    check_int(args, "steps", 0)
     model, x, y = load_model_and_data(args)
     bound = lipschitz_bound(model, x[:1])
-    radii = torch.cat([
-        lipschitz_radii(model, x[i : i + args.batch_size], y[i : i + args.batch_size], bound=bound)
-        for i in range(0, len(y), args.batch_size)
-    ])
-    print(f"Lipschitz bound {float(bound):.4g}; {int((radii > 0).sum())} of {len(y)} points "
-          "certified at a positive radius")
-    report = audit(model, x, y, radii, pgd_steps=args.steps, minimal_method=args.minimal,
-                   seed=args.seed, batch_size=args.batch_size)
+    parts = []
+    # Batch by batch, so that the bar moves: each batch is certified, then attacked.
+    with tqdm(total=len(y), desc="audit", unit="point", disable=not args.progress) as bar:
+        for i in range(0, len(y), args.batch_size):
+            xb, yb = x[i : i + args.batch_size], y[i : i + args.batch_size]
+            radii = lipschitz_radii(model, xb, yb, bound=bound)
+            parts.append(audit(model, xb, yb, radii, pgd_steps=args.steps,
+                               minimal_method=args.minimal, seed=args.seed,
+                               batch_size=args.batch_size, warn=False))
+            bar.update(len(yb))
+    fields = ("radii", "minimal_distances", "pgd_broken", "violating")
+    report = AuditReport(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
+    print(f"Lipschitz bound {float(bound):.4g} ({bound.guarantee}); {report.num_certified} of "
+          f"{len(y)} points certified at a positive radius")
     print(report)
     if args.plot:
         print(f"wrote {save_figure(tightness_histogram(report.tightness), args.plot)}")
     if args.json:
         write_json(args.json, {"checkpoint": args.checkpoint, **report.summary()})
+        print(f"wrote {args.json}")
+    if report.violations:
+        warnings.warn(str(report), CertificateViolationWarning, stacklevel=2)
     report.raise_if_violated()
     return 0
 
@@ -141,10 +187,17 @@ def tightness_histogram(tightness: torch.Tensor):
     """Histogram figure of the finite tightness ratios, with the soundness line at 1."""
     fig, ax = new_figure(6, 4)
     finite = tightness[torch.isfinite(tightness)].double().cpu().numpy()
-    ax.hist(finite, bins=40, color="tab:blue")
-    ax.axvline(1.0, color="tab:red", linestyle="--", label="ratio 1 (below: broken)")
+    if len(finite):
+        ax.hist(finite, bins=min(40, max(5, len(finite) // 3)), color="tab:blue",
+                label="certified points")
+    else:
+        ax.text(0.5, 0.5, "no certified point was broken by an attack:\nno finite ratio",
+                ha="center", va="center", transform=ax.transAxes)
+    ax.axvline(1.0, color="tab:red", linestyle="--", label="ratio 1 (below: certificate broken)")
+    ax.set_xlim(left=0)
     ax.set_xlabel("minimal adversarial distance / certified radius")
-    ax.set_ylabel("points")
-    ax.set_title(f"certificate tightness ({len(finite)} certified points with an attack)")
-    ax.legend()
+    ax.set_ylabel("number of points")
+    ax.set_title(f"certificate tightness ({len(finite)} certified points with an adversarial "
+                 "example)", fontsize="medium")
+    ax.legend(fontsize="small")
     return fig

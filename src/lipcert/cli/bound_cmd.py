@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
 from torch import nn
 
+from lipcert.cli._common import DEVICE_HELP, check_int, checkpoint_file, resolve_device
 from lipcert.errors import BadInputError
 
 
@@ -19,16 +21,19 @@ def register(subparsers) -> None:
         "and their running product, the upper bound, and a lower bound found by gradient "
         "ascent on ||J(x) v|| (the true constant lies between them).",
     )
-    parser.add_argument("checkpoint", help="model.safetensors saved by lipcert (JSON spec beside)")
+    parser.add_argument("checkpoint", help="model.safetensors saved by lipcert (JSON spec "
+                        "beside it), or the run folder holding it")
     parser.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                         help="shape of one input, e.g. 1 28 28 (default: from the checkpoint)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--lower-steps", type=int, default=50,
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON on stdout instead of tables")
+    parser.add_argument("--lower-steps", type=int, default=50, metavar="N",
                         help="ascent steps of the lower bound (default 50; 0 to skip it)")
-    parser.add_argument("--lower-starts", type=int, default=8,
+    parser.add_argument("--lower-starts", type=int, default=8, metavar="N",
                         help="random starting inputs in [0, 1] for the lower bound (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the lower-bound search")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the lower-bound search (default 0)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
     parser.set_defaults(func=run_bound)
 
 
@@ -46,42 +51,72 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.M
     return model.to(device).eval(), spec
 
 
-def input_shape_of(spec: dict, given: list[int] | None) -> tuple[int, ...]:
-    """Shape of one input: ``given``, else the recipe's ``in_channels`` and ``image_size``."""
-    if given:
-        return tuple(given)
+def spec_input_shape(spec: dict) -> tuple[int, ...] | None:
+    """(C, H, W) the checkpoint's recipe was built for, or None if its spec does not say."""
     args = spec.get("args") or {}
     if "in_channels" in args and "image_size" in args:
         return (args["in_channels"], args["image_size"], args["image_size"])
-    raise BadInputError("the checkpoint's spec does not give the input shape; pass "
-                        "--input-shape C H W.")
+    return None
+
+
+def input_shape_of(spec: dict, given: list[int] | None) -> tuple[int, ...]:
+    """Shape of one input: ``given``, else the recipe's ``in_channels`` and ``image_size``."""
+    if given:
+        if any(n < 1 for n in given):
+            sizes = " ".join(map(str, given))
+            raise BadInputError(f"--input-shape takes positive sizes, got {sizes}.")
+        return tuple(given)
+    shape = spec_input_shape(spec)
+    if shape is None:
+        raise BadInputError("the checkpoint's spec does not give the input shape; pass "
+                            "--input-shape C H W.")
+    return shape
 
 
 def run_bound(args: argparse.Namespace) -> int:
     from lipcert.bounds import lipschitz_bound, lipschitz_lower_bound
+    from lipcert.cli import error_text
+    from lipcert.errors import LipcertError
     from lipcert.report import format_table
 
-    model, spec = load_checkpoint(args.checkpoint, args.device)
+    check_int(args, "lower_steps", 0)
+    check_int(args, "lower_starts", 1)
+    device = resolve_device(args.device)
+    path = checkpoint_file(args.checkpoint)
+    model, spec = load_checkpoint(path, device)
     shape = input_shape_of(spec, args.input_shape)
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(args.seed)
-    starts = torch.rand(max(args.lower_starts, 1), *shape, generator=generator, dtype=dtype)
-    starts = starts.to(args.device)
+    starts = torch.rand(args.lower_starts, *shape, generator=generator, dtype=dtype)
+    starts = starts.to(device)
+    try:
+        with torch.no_grad():
+            model(starts[:1])
+    except (RuntimeError, LipcertError) as err:
+        built = spec_input_shape(spec)
+        hint = (f"; the checkpoint was built for {'x'.join(map(str, built))}"
+                if built else "") + " (see --input-shape)"
+        reason = error_text(err).rstrip(".")
+        raise BadInputError(f"the model does not take inputs of shape "
+                            f"{'x'.join(map(str, shape))}: {reason}{hint}.") from err
     began = time.perf_counter()
     report = lipschitz_bound(model, starts[:1])
     upper_seconds = time.perf_counter() - began
     lower = None
     if args.lower_steps > 0:
+        if not args.json:
+            print(f"searching a lower bound: {args.lower_starts} starts x {args.lower_steps} "
+                  "ascent steps ...", file=sys.stderr, flush=True)
         began = time.perf_counter()
         lower = lipschitz_lower_bound(model, starts, steps=args.lower_steps, seed=args.seed)
         lower_seconds = time.perf_counter() - began
     if args.json:
-        payload = {"checkpoint": args.checkpoint, "recipe": spec.get("recipe"),
+        payload = {"checkpoint": path, "recipe": spec.get("recipe"),
                    "input_shape": list(shape), **report.to_dict(), "lower_bound": lower,
                    "upper_seconds": upper_seconds}
         print(json.dumps(payload, indent=2))
         return 0
-    print(f"{args.checkpoint} ({spec.get('recipe')}), input shape {shape}")
+    print(f"{path} ({spec.get('recipe')}), input shape {shape}")
     print(report)
     rows = [["upper", float(report), report.guarantee, f"{upper_seconds:.3f}"]]
     if lower is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii
 from lipcert.errors import BadInputError
 
 
@@ -17,19 +19,12 @@ def register(subparsers) -> None:
         "of the data set with the Lipschitz-margin radius (Tsuzuku et al. 2018) and print the "
         "certified accuracy at each radius.",
     )
-    parser.add_argument("checkpoint", help="model.safetensors saved by lipcert (JSON spec beside)")
-    parser.add_argument("--data", default=None, help="data set (default: the checkpoint's)")
-    parser.add_argument("--eps", type=float, nargs="+", required=True, help="l2 radii")
-    parser.add_argument("--split", default="test", choices=("train", "test"))
-    parser.add_argument("--root", default=None, help="folder with the original files (local sets)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N points")
-    parser.add_argument("--batch-size", type=int, default=256)
+    add_data_flags(parser)
+    parser.add_argument("--eps", type=float, nargs="+", required=True, metavar="EPS",
+                        help="l2 radii (one or more, >= 0) to report the certified accuracy at")
     parser.add_argument("--last-layer", choices=("pairwise", "global"), default="pairwise",
                         help="certificate form (default pairwise: LMT's last-layer refinement)")
-    parser.add_argument("--plot", default=None, help="write certified accuracy vs radius (PNG)")
-    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_plot_flag(parser, "the certified accuracy against the radius")
     parser.set_defaults(func=run_certify)
 
 
@@ -49,22 +44,31 @@ def certify_batches(model, x: torch.Tensor, y: torch.Tensor, bound, batch_size: 
     return torch.cat(radii)
 
 
-def accuracy_curve(radii: torch.Tensor, eps: list[float]):
+def accuracy_curve(radii: torch.Tensor, eps: list[float], title: str | None = None):
     """Figure of certified accuracy against radius, with the requested radii marked."""
     from lipcert.report import new_figure
 
+    radii = radii.detach().double().cpu()
     finite = radii[torch.isfinite(radii)]
     top = max(max(eps), float(finite.max()) if finite.numel() else 0.0) * 1.05 or 1.0
     grid = torch.linspace(0.0, top, 400, dtype=torch.float64)
-    curve = (radii.cpu()[None, :] > grid[:, None]).double().mean(dim=1)
+    curve = (radii[None, :] > grid[:, None]).double().mean(dim=1)
     fig, ax = new_figure(6, 4)
     ax.plot(grid.numpy(), curve.numpy(), color="tab:blue", label="certified accuracy")
     for e in eps:
+        accuracy = float((radii > e).double().mean())
         ax.axvline(e, color="tab:gray", linestyle=":", linewidth=1)
-    ax.set_xlabel("l2 radius")
+        ax.plot([e], [accuracy], "o", color="tab:orange", markersize=4)
+        ax.annotate(f"{accuracy:.3f} at {e:g}", (e, accuracy), textcoords="offset points",
+                    xytext=(4, 6), fontsize="small")
+    ax.set_xlabel("l2 radius (inputs in [0, 1])")
     ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
@@ -74,6 +78,7 @@ def run_certify(args: argparse.Namespace) -> int:
     from lipcert.cli.attack_cmd import load_model_and_data
     from lipcert.report import format_table, save_figure, write_json
 
+    check_radii(args.eps)
     model, x, y = load_model_and_data(args)
     bound = lipschitz_bound(model, x[:1])
     radii = certify_batches(model, x, y, bound, args.batch_size, args.last_layer, args.progress)
@@ -83,7 +88,9 @@ def run_certify(args: argparse.Namespace) -> int:
     print(format_table([[e, f"{accuracy[e]:.4f}"] for e in args.eps],
                        ["eps", "certified accuracy"]))
     if args.plot:
-        print(f"wrote {save_figure(accuracy_curve(radii, args.eps), args.plot)}")
+        title = (f"{args.recipe} ({Path(args.checkpoint).name}): certified accuracy on "
+                 f"{args.data_name} {args.split}, {len(y)} points")
+        print(f"wrote {save_figure(accuracy_curve(radii, args.eps, title), args.plot)}")
     if args.json:
         correct = radii[radii > 0]
         write_json(args.json, {
@@ -93,4 +100,5 @@ def run_certify(args: argparse.Namespace) -> int:
             "median_radius_certified": float(correct.median()) if correct.numel() else 0.0,
             "certified_accuracy": [{"eps": e, "accuracy": accuracy[e]} for e in args.eps],
         })
+        print(f"wrote {args.json}")
     return 0

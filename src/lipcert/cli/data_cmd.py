@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from lipcert import data
+from lipcert.cli._common import FIGURE_SUFFIXES, check_int, check_output_file
 from lipcert.report import format_table, new_figure, save_figure
 
 
@@ -19,10 +20,14 @@ def register(subparsers) -> None:
 
     show = sub.add_parser("show", help="counts per class, shape, and a PNG grid of samples")
     show.add_argument("name", help="data set name (see `lipcert data list`)")
-    show.add_argument("--split", default="train", choices=data.registry.SPLITS)
-    show.add_argument("--root", default=None, help="folder with the original files (local sets)")
-    show.add_argument("--out", default=None, help="write a PNG grid of sample images here")
-    show.add_argument("--samples", type=int, default=64, help="images in the grid (default 64)")
+    show.add_argument("--split", default="train", choices=data.registry.SPLITS,
+                      help="which split to show (default train)")
+    show.add_argument("--root", default=None, metavar="FOLDER",
+                      help="folder with the original files (local data sets only)")
+    show.add_argument("--plot", "--out", dest="out", default=None, metavar="FILE",
+                      help="write a grid of sample images to FILE (.png, .pdf or .svg)")
+    show.add_argument("--samples", type=int, default=64, metavar="N",
+                      help="images in the grid (default 64)")
     show.set_defaults(func=run_show)
 
 
@@ -53,6 +58,8 @@ def sample_grid(images: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    check_int(args, "samples", 1)
+    check_output_file(args.out, "plot", FIGURE_SUFFIXES)
     meta = data.info(args.name)
     dataset = data.load(args.name, args.split, root=args.root)
     images, labels = dataset.tensors

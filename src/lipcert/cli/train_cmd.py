@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import fields
+from pathlib import Path
 
+from lipcert.cli._common import DEVICE_HELP, check_int, check_output_folder, resolve_device
 from lipcert.report import format_table
 
 # Flags of `lipcert train`: (TrainConfig field, type, help). Defaults come from TrainConfig,
@@ -36,6 +40,12 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("stop_after", int, "stop after this many epochs (the schedule still spans --epochs)"),
 )
 
+# Same names as the other commands: --root, and the same placeholders in --help.
+ALIASES = {"data_root": ("--root",)}
+METAVARS = {"model": "RECIPE", "data": "NAME", "data_root": "FOLDER", "out": "FOLDER",
+            "epochs": "N", "batch_size": "N", "width": "N", "depth": "N", "ramp_epochs": "N",
+            "stop_after": "N", "penalty_method": "METHOD"}
+
 
 def register(subparsers) -> None:
     from lipcert.train import TrainConfig
@@ -47,11 +57,15 @@ def register(subparsers) -> None:
         "(loss, accuracy, certified accuracy at --eps, Lipschitz bound), writes log.jsonl and "
         "a checkpoint every epoch. Data-parallel under `torchrun --nproc_per_node=N`.",
     )
-    parser.add_argument("--config", default=None, help="TOML file of TrainConfig settings; "
-                        "flags given on the command line win")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="TOML file of TrainConfig settings; flags given on the command "
+                        "line win")
     for name, kind, text in TRAIN_FLAGS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
-                            default=argparse.SUPPRESS, help=f"{text} (default {defaults[name]})")
+        default = defaults[name]
+        shown = "" if default is None or "default" in text else f" (default {default})"
+        names = [f"--{name.replace('_', '-')}", *ALIASES.get(name, ())]
+        parser.add_argument(*names, dest=name, type=kind, metavar=METAVARS.get(name),
+                            default=argparse.SUPPRESS, help=text + shown)
     parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                         help="continue the run in --out from its last checkpoint")
     parser.add_argument("--no-certify", dest="certify", action="store_false",
@@ -66,11 +80,17 @@ def register(subparsers) -> None:
         "bracket [lower, upper] and the certified accuracy at l2 radii 0.5, 1.0, 1.58, and "
         "write the certified-accuracy curve as a PNG.",
     )
-    demo.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs (default 40)")
-    demo.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--out", default="demo-out", metavar="FOLDER",
+                      help="output folder (default demo-out)")
+    demo.add_argument("--epochs", type=int, default=None, metavar="N",
+                      help="epochs (default 40; 1 with --quick)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a seconds-long smoke run (narrow network, 512 training images)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the initialization and of the data order (default 0)")
+    demo.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
+    demo.add_argument("--no-progress", dest="progress", action="store_false",
+                      help="no progress bar")
     demo.set_defaults(func=run_demo_command)
 
 
@@ -81,6 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
     settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     config = (TrainConfig.from_toml(args.config, **settings) if args.config
               else TrainConfig.from_dict(settings, where="the command line"))
+    check_run_folder(config.out, config.device, config.resume)
     result = train_from_config(config)
     if not current_world().is_main or not result.history:
         return 0
@@ -95,11 +116,25 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_folder(out: str | None, device: str | None, resume: bool) -> None:
+    """Fail before training on an unusable --out or --device; say so when a run is
+    overwritten (without --resume)."""
+    check_output_folder(out)
+    if device not in (None, "auto"):
+        resolve_device(device)
+    state = Path(out) / "train_state.json" if out else None
+    if state is not None and state.exists() and not resume and os.environ.get("RANK", "0") == "0":
+        print(f"note: {out} holds a training run, which this run replaces (pass --resume to "
+              "continue it instead, or choose another --out).", file=sys.stderr)
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     from lipcert.train.demo import run_demo
 
+    check_int(args, "epochs", 1)
+    check_run_folder(args.out, args.device, resume=True)
     demo = run_demo(args.out, epochs=args.epochs, quick=args.quick, seed=args.seed,
-                    device=args.device)
+                    device=args.device, progress=args.progress)
     print(f"\nLipschitz constant bracket: [{demo.lipschitz_lower:.4f}, "
           f"{demo.lipschitz_upper:.4f}] (lower: gradient-norm search; upper: sound bound)")
     print(f"clean accuracy: {demo.clean_accuracy:.3f}")

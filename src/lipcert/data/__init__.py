@@ -10,7 +10,8 @@ Embedded, always available:
 
 Both are split 4:1 by :func:`lipcert.data.registry.stratified_split`: within each class, in
 file order, every fifth image goes to the test split (mnist-5k: 4,000 / 1,000, 100 test images
-per class; digits: 1,442 / 355).
+per class; digits: 1,442 / 355). Each split is ordered round-robin over the classes, so a
+prefix such as ``load("mnist-5k", "test")[:200]`` holds 20 images of every digit.
 
 Local, from a folder given by ``root``: ``"mnist"``, ``"fashion-mnist"`` (IDX files, gzipped or
 not) and ``"cifar10"`` (python-pickle batches, read without executing code).

@@ -95,16 +95,26 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def _rank_in_class(labels: np.ndarray) -> np.ndarray:
+    """Position of each item among the items of its class, in file order."""
+    rank = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
+    return rank
+
+
 def stratified_split(labels: np.ndarray, split: str, every: int = 5) -> np.ndarray:
-    """Indices of ``split`` in a deterministic stratified split.
+    """Indices of ``split`` in a deterministic stratified split, classes interleaved.
 
     Within each class, in file order, every ``every``-th image (positions ``every - 1``,
     ``2 * every - 1``, ...) goes to the test split and the rest to the train split: a 4:1 split
     with every class represented in the same proportion, independent of any random generator.
+    The returned indices are ordered round-robin over the classes (the first image of each
+    class, then the second of each, ...), so any prefix of a split, such as ``dataset[:256]``,
+    is class-balanced even when the source file is sorted by label.
     """
-    rank_in_class = np.empty(len(labels), dtype=np.int64)
-    for label in np.unique(labels):
-        where = np.flatnonzero(labels == label)
-        rank_in_class[where] = np.arange(len(where))
-    is_test = (rank_in_class % every) == every - 1
-    return np.flatnonzero(is_test if split == "test" else ~is_test)
+    is_test = (_rank_in_class(labels) % every) == every - 1
+    chosen = np.flatnonzero(is_test if split == "test" else ~is_test)
+    rank = _rank_in_class(labels[chosen])
+    return chosen[np.lexsort((labels[chosen], rank))]

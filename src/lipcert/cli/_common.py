@@ -1,0 +1,166 @@
+"""Helpers shared by the sub-commands: the common flags, argument checks that run before any
+heavy work, device and checkpoint-path resolution.
+
+Range checks raise :class:`lipcert.errors.BadInputError` (``lipcert: error: ...``, exit
+status 1) and name the flag; malformed values (``--eps abc``) are argparse's (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from lipcert.errors import BadInputError
+
+DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N (default {default})"
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+WEIGHTS_FILE = "model.safetensors"
+
+
+def add_data_flags(parser: argparse.ArgumentParser, *, batch_size: int = 256) -> None:
+    """--data, --split, --root, --limit, --batch-size, --device, --json, --no-progress."""
+    from lipcert.data.registry import SPLITS
+
+    parser.add_argument("checkpoint", help="model.safetensors saved by lipcert (JSON spec "
+                        "beside it), or the run folder holding it")
+    parser.add_argument("--data", default=None, metavar="NAME",
+                        help="data set (see `lipcert data list`; default: the checkpoint's)")
+    parser.add_argument("--split", default="test", choices=SPLITS,
+                        help="which split to evaluate (default test)")
+    parser.add_argument("--root", default=None, metavar="FOLDER",
+                        help="folder with the original files (local data sets only)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="use only the first N points of the split (default: all)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                        help=f"points per batch (default {batch_size})")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write the results to FILE as JSON")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
+
+
+def add_plot_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--plot", default=None, metavar="FILE",
+                        help=f"write {what} to FILE (.png, .pdf or .svg)")
+
+
+def check_int(args: argparse.Namespace, name: str, minimum: int) -> None:
+    """``args.<name>`` (if not None) must be an integer >= ``minimum``."""
+    value = getattr(args, name, None)
+    if value is not None and value < minimum:
+        raise BadInputError(f"{flag(name)} must be >= {minimum}, got {value}.")
+
+
+def check_radii(values: Iterable[float] | None, name: str = "eps") -> None:
+    """Radii must be finite and >= 0 (l2 or l-inf distances in input space)."""
+    for value in values or ():
+        if not math.isfinite(value) or value < 0:
+            raise BadInputError(
+                f"{flag(name)} takes finite radii >= 0 (distances between inputs in [0, 1]), "
+                f"got {value:g}."
+            )
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` -> cuda if available else cpu; anything else must name a usable device."""
+    name = (name or "auto").strip()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BadInputError(
+            f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N."
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadInputError(
+                f"--device {name} was requested but no CUDA GPU is available; use --device cpu "
+                "(or auto)."
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise BadInputError(f"--device {name}: this machine has {count} CUDA device(s), "
+                                f"numbered 0 to {count - 1}.")
+    elif device.type not in ("cpu", "mps"):
+        raise BadInputError(f"unsupported --device {name!r}; use auto, cpu, cuda or cuda:N.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInputError(f"--device {name} was requested but MPS is not available; use cpu.")
+    return device
+
+
+def checkpoint_file(path: str) -> str:
+    """The ``.safetensors`` file the user means by ``path``: the file itself, the weights
+    beside a ``.json`` spec, or ``model.safetensors`` inside a run folder."""
+    given = Path(path)
+    if given.is_dir():
+        inside = given / WEIGHTS_FILE
+        if inside.is_file():
+            return str(inside)
+        found = sorted(p.name for p in given.glob("*.safetensors")
+                       if not p.name.startswith("train_state"))
+        hint = (f"; it holds {', '.join(found)}: pass one of them" if found else
+                "; pass the .safetensors file written by `lipcert train` or lipcert.models.save")
+        raise BadInputError(f"checkpoint {path} is a folder without {WEIGHTS_FILE}{hint}.")
+    if given.suffix == ".json":
+        raise BadInputError(f"{path} is a checkpoint's JSON spec; pass its weights file "
+                            f"{given.with_suffix('.safetensors')} instead.")
+    if given.suffix == ".safetensors" and not given.exists() and not given.parent.is_dir():
+        raise BadInputError(f"checkpoint {path}: folder {given.parent} does not exist.")
+    return path
+
+
+def check_output_file(path: str | None, name: str,
+                      suffixes: tuple[str, ...] | None = None) -> None:
+    """Fail early (before minutes of work) if ``path`` cannot be an output file: a folder,
+    a wrong suffix, or a folder where nothing can be written (missing folders are created)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        example = target / ("out" + (suffixes[0] if suffixes else ".json"))
+        raise BadInputError(f"{flag(name)} {path} is a folder; give a file name such as "
+                            f"{example}.")
+    if suffixes and target.suffix.lower() not in suffixes:
+        choices = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}" if len(suffixes) > 1 else (
+            suffixes[0])
+        raise BadInputError(f"{flag(name)} {path}: the file name must end in {choices} (the "
+                            "suffix sets the format).")
+    _check_writable_folder(target.parent, f"{flag(name)} {path}")
+
+
+def check_output_folder(path: str | None, name: str = "out") -> None:
+    """An output folder must be a folder, or creatable (it is created here), and writable."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise BadInputError(f"{flag(name)} {path} is a file, not a folder; choose a folder "
+                            "(it is created if missing).")
+    _check_writable_folder(target, f"{flag(name)} {path}")
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and check that a file can be created in it."""
+    folder = folder if str(folder) else Path(".")
+    blocking = [p for p in reversed([folder, *folder.parents]) if p.exists() and not p.is_dir()]
+    if blocking:
+        raise BadInputError(f"{what}: {blocking[0]} is a file, so no folder can be created "
+                            "under it.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise BadInputError(f"{what}: cannot write in folder {folder} "
+                            f"({err.strerror or err}); choose another path.") from None
