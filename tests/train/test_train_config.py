@@ -75,6 +75,13 @@ def test_cli_reports_bad_settings_without_a_traceback(tmp_path, capsys):
     assert "epochs" in capsys.readouterr().err
 
 
+def test_unknown_device_is_refused():
+    train_data, test_data = digits()
+    with pytest.raises(LipcertError, match="unknown device 'tpu'"):
+        train(tiny_mlp(), train_data, test_data, no_step_loss, 1, device="tpu",
+              certify=False, progress=False)
+
+
 def test_cuda_request_without_gpu_is_refused(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -64,7 +64,12 @@ def resolve_device(device: str | torch.device | None, model: nn.Module) -> torch
         return first.device if first is not None else torch.device("cpu")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise BadInputError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        ) from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BadInputError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu'.")
     return device
