@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from lipcert.linalg import conv_norm, dense_norm
+from lipcert.linalg import CONV_METHODS, conv_norm, dense_norm
 from lipcert.linalg.gram import gram_iterate, gram_schatten_bound
 from lipcert.report import format_table, new_figure, save_figure, write_json
 
@@ -311,17 +311,7 @@ def main() -> None:
 
 
 def print_tables(payload: dict) -> None:
-    names = [
-        "exact",
-        "gram",
-        "gram-pruned",
-        "gram-kernel",
-        "toeplitz",
-        "lmt",
-        "singla-feizi",
-        "power",
-        "torch-spectral_norm",
-    ]
+    names = [*CONV_METHODS, "torch-spectral_norm"]
     rows = []
     for row in payload["conv"]:
         cells = [row["c"], row["k"], row["n"], row["padding_mode"], f"{row['reference']:.4f}"]

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import safetensors
-import safetensors.torch
 import torch
+from safetensors.torch import load as parse_safetensors
+from safetensors.torch import save as serialize_safetensors
 from torch import nn
 
 import lipcert
@@ -100,7 +101,7 @@ def save(
         hint="the model was changed after build (e.g. converted by to_vanilla or resized); only "
         "models whose state_dict matches their recipe can be saved and rebuilt.",
     )
-    data = safetensors.torch.save(tensors, metadata={"format": "pt", "lipcert_recipe": recipe})
+    data = serialize_safetensors(tensors, metadata={"format": "pt", "lipcert_recipe": recipe})
     spec = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -165,7 +166,7 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> nn
     data = _read_weights(weights_path)
     expected_bytes = spec["weights"]["bytes"]
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = parse_safetensors(data)
     except safetensors.SafetensorError as err:
         if len(data) < expected_bytes:
             raise CheckpointError(
