@@ -21,18 +21,37 @@ import torch
 __all__ = ["gram_iterate", "gram_schatten_bound", "safe_log", "gram_power_lower_bound"]
 
 
+def _real_view(mat: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``mat`` as a real tensor (complex entries as a trailing pair, no copy) and the dims
+    holding one matrix. Complex reductions and divisions are several times slower than real
+    ones on CPU, so norms and rescaling work on this view."""
+    if mat.is_complex():
+        return torch.view_as_real(mat.resolve_conj()), (-3, -2, -1)
+    return mat, (-2, -1)
+
+
 def _frobenius(mat: torch.Tensor, shared: bool) -> torch.Tensor:
     """Frobenius norm of every matrix in the batch, or one norm over the whole batch.
 
-    Computed as ``m ||mat / m||_F`` with ``m`` the (detached) largest modulus, so squares
-    neither overflow near 1e30 nor underflow near 1e-30 in float32; ``m`` cancels exactly
-    in value and gradient because the norm is 1-homogeneous.
+    Computed as ``m ||mat / m||_F`` with ``m`` the (detached) largest real or imaginary part,
+    so squares neither overflow near 1e30 nor underflow near 1e-30 in float32; ``m`` cancels
+    exactly in value and gradient because the norm is 1-homogeneous.
     """
-    dims = None if shared else (-2, -1)
-    largest = mat.detach().abs().amax(dim=dims, keepdim=True)
+    real, matrix_dims = _real_view(mat)
+    dims = None if shared else matrix_dims
+    largest = real.detach().abs().amax(dim=dims, keepdim=True)
     largest = torch.where(largest > 0, largest, torch.ones_like(largest))
-    norm = torch.linalg.vector_norm(mat / largest, dim=dims, keepdim=True) * largest
-    return norm.reshape(()) if shared else norm[..., 0, 0]
+    norm = torch.linalg.vector_norm(real * (1.0 / largest), dim=dims, keepdim=True) * largest
+    return norm.reshape(()) if shared else norm.reshape(mat.shape[:-2])
+
+
+def _divide(mat: torch.Tensor, norm: torch.Tensor, shared: bool) -> torch.Tensor:
+    """``mat`` divided by one positive norm per matrix (or one for the batch), via the real
+    view for complex batches."""
+    real, matrix_dims = _real_view(mat)
+    scale = 1.0 / (norm if shared else norm.reshape(*norm.shape, *(1,) * len(matrix_dims)))
+    scaled = real * scale
+    return torch.view_as_complex(scaled) if mat.is_complex() else scaled
 
 
 def safe_log(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,10 +92,7 @@ def gram_iterate(
     for _ in range(n_iter):
         log_norm, positive = safe_log(_frobenius(mat, shared_scale))
         norm = torch.where(positive, torch.exp(log_norm), torch.ones_like(log_norm))
-        if shared_scale:
-            mat = mat / norm
-        else:
-            mat = mat / norm[..., None, None]
+        mat = _divide(mat, norm, shared_scale)
         # float64: r_t reaches 2^t |log f| (1e5 for norms near 1e20 after 10 steps), where a
         # float32 ulp is 1e-2, i.e. a relative error of 1e-5 in the bound after the root.
         log_scale = 2.0 * (log_scale + log_norm.to(torch.float64))
