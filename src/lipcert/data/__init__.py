@@ -45,7 +45,7 @@ def info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise DataError(
             f"unknown data set {name!r}; choose one of {', '.join(DATASETS)} "
-            "(see lipcert.data.list_datasets())."
+            "(see lipcert.data.list_datasets() or `lipcert data list`)."
         )
     return DATASETS[name]
 
@@ -58,7 +58,8 @@ def _embedded_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
 def _local_folders(name: str, root: str | Path | None) -> list[Path]:
     if root is None:
         raise DataError(
-            f"{name!r} is not embedded: pass root=FOLDER holding its original files "
+            f"{name!r} is not embedded: pass root=FOLDER (command line: --root FOLDER) holding "
+            "its original files "
             f"({DATASETS[name].layout}). lipcert never downloads data."
         )
     root = Path(root).expanduser()
