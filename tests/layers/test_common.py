@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layer_helpers import seeded
 from torch import nn
 
 from lipcert.layers import (
@@ -29,18 +30,13 @@ from lipcert.layers import (
     to_vanilla,
 )
 
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 # name -> (factory(seed), sample shape)
 CASES = {
-    "sll-linear": (lambda s: SLLLinear(5, 7, generator=_gen(s)), (5,)),
-    "sll-conv3": (lambda s: SLLConv2d(3, 4, 3, generator=_gen(s)), (3, 6, 6)),
-    "sll-conv5": (lambda s: SLLConv2d(2, 3, 5, generator=_gen(s)), (2, 5, 5)),
-    "cpl-linear": (lambda s: CPLLinear(5, 7, generator=_gen(s)), (5,)),
-    "cpl-conv3": (lambda s: CPLConv2d(3, 4, 3, generator=_gen(s)), (3, 6, 6)),
+    "sll-linear": (lambda s: SLLLinear(5, 7, generator=seeded(s)), (5,)),
+    "sll-conv3": (lambda s: SLLConv2d(3, 4, 3, generator=seeded(s)), (3, 6, 6)),
+    "sll-conv5": (lambda s: SLLConv2d(2, 3, 5, generator=seeded(s)), (2, 5, 5)),
+    "cpl-linear": (lambda s: CPLLinear(5, 7, generator=seeded(s)), (5,)),
+    "cpl-conv3": (lambda s: CPLConv2d(3, 4, 3, generator=seeded(s)), (3, 6, 6)),
     "aol-linear": (lambda s: AOLLinear(6, 4), (6,)),
     "aol-conv": (lambda s: AOLConv2d(3, 4, 3, padding=1), (3, 6, 6)),
     "aol-conv-strided": (lambda s: AOLConv2d(4, 2, 3, stride=2, groups=2), (4, 7, 7)),
@@ -51,7 +47,7 @@ CASES = {
     "orthogonal-cayley": (lambda s: OrthogonalLinear(6, 4), (6,)),
     "orthogonal-exp": (lambda s: OrthogonalLinear(4, 6, method="matrix_exp"), (4,)),
     "orthogonal-bjorck": (lambda s: OrthogonalLinear(5, 5, method="bjorck"), (5,)),
-    "cayley-conv": (lambda s: CayleyConv2d(3, 3, 3, generator=_gen(s)), (3, 5, 6)),
+    "cayley-conv": (lambda s: CayleyConv2d(3, 3, 3, generator=seeded(s)), (3, 5, 6)),
     "groupsort": (lambda s: GroupSort(3), (6, 2, 2)),
     "maxmin": (lambda s: MaxMin(), (4,)),
     "householder": (lambda s: _householder(s), (4, 3, 3)),
@@ -65,7 +61,7 @@ CASES = {
 def _householder(seed: int) -> HouseholderActivation:
     layer = HouseholderActivation(4)
     with torch.no_grad():
-        layer.theta.uniform_(-3.0, 3.0, generator=_gen(seed))
+        layer.theta.uniform_(-3.0, 3.0, generator=seeded(seed))
     return layer
 
 
@@ -89,7 +85,7 @@ def test_jacobian_norm_at_most_one_and_below_bound(name, jacobian_norm):
 def test_gradients_flow_and_state_dict_round_trip(name):
     layer, shape = _build(name, seed=1)
     layer.train()
-    x = torch.randn(3, *shape, dtype=torch.float64, generator=_gen(2), requires_grad=True)
+    x = torch.randn(3, *shape, dtype=torch.float64, generator=seeded(2), requires_grad=True)
     layer(x).square().sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     x = x.detach()
@@ -107,7 +103,7 @@ def test_gradients_flow_and_state_dict_round_trip(name):
 def test_to_vanilla_matches_with_plain_modules(name):
     layer, shape = _build(name, seed=3)
     layer = layer.float()
-    x = torch.randn(4, *shape, generator=_gen(4))
+    x = torch.randn(4, *shape, generator=seeded(4))
     expected = layer(x)
     plain = to_vanilla(layer)
     assert all(type(m).__module__.startswith("torch.") for m in plain.modules())

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from layer_helpers import seeded, train_to_expand
 
 from lipcert.bounds import lipschitz_bound
 from lipcert.errors import BadInputError
 from lipcert.layers import CPLConv2d, CPLLinear, to_vanilla
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _exact_conv_norm(layer: CPLConv2d, size: int, explicit_matrix) -> float:
@@ -22,14 +19,14 @@ def _exact_conv_norm(layer: CPLConv2d, size: int, explicit_matrix) -> float:
 
 @pytest.mark.parametrize("size", [4, 7])
 def test_eval_normalizer_is_an_upper_bound_at_each_size(size, explicit_matrix):
-    layer = CPLConv2d(2, 3, 3, generator=_gen(size)).double().eval()
+    layer = CPLConv2d(2, 3, 3, generator=seeded(size)).double().eval()
     exact = _exact_conv_norm(layer, size, explicit_matrix)
     sigma = float(layer.certified_norm((1, 2, size, size)))
     assert exact <= sigma <= 1.5 * exact  # circular norm on the padded grid: loose when tiny
 
 
 def test_cache_follows_input_size_and_weight_changes(explicit_matrix):
-    layer = CPLConv2d(2, 3, 3, generator=_gen(0)).double().eval()
+    layer = CPLConv2d(2, 3, 3, generator=seeded(0)).double().eval()
     small, large = layer.certified_norm((1, 2, 3, 3)), layer.certified_norm((1, 2, 8, 8))
     assert small < large  # zero-padded norm grows with the input size
     with torch.no_grad():
@@ -38,21 +35,13 @@ def test_cache_follows_input_size_and_weight_changes(explicit_matrix):
     assert float(layer.certified_norm((1, 2, 8, 8))) >= _exact_conv_norm(layer, 8, explicit_matrix)
 
 
-@pytest.mark.parametrize("make", [lambda: CPLLinear(4, 6, generator=_gen(1)),
-                                  lambda: CPLConv2d(2, 4, 3, generator=_gen(2))],
+@pytest.mark.parametrize("make", [lambda: CPLLinear(4, 6, generator=seeded(1)),
+                                  lambda: CPLConv2d(2, 4, 3, generator=seeded(2))],
                          ids=["linear", "conv"])
 def test_guarantee_survives_sgd_in_training_mode(make, jacobian_norm):
     layer = make().double().train()
     shape = (4,) if layer.kernel_size is None else (2, 5, 5)
-    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
-    generator = _gen(3)
-    for _ in range(25):
-        a = torch.randn(8, *shape, dtype=torch.float64, generator=generator)
-        b = a + 0.1 * torch.randn(8, *shape, dtype=torch.float64, generator=generator)
-        loss = -(layer(a) - layer(b)).square().sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_to_expand(layer, shape, seed=3)
     layer.eval()
     norm = jacobian_norm(layer, shape, n_points=16, seed=4)
     assert norm <= 1 + 1e-5
@@ -63,7 +52,7 @@ def test_guarantee_survives_sgd_in_training_mode(make, jacobian_norm):
 
 
 def test_power_iteration_is_an_estimate_that_converges(explicit_matrix):
-    layer = CPLConv2d(2, 3, 3, generator=_gen(5)).double().train()
+    layer = CPLConv2d(2, 3, 3, generator=seeded(5)).double().train()
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
     exact = _exact_conv_norm(layer, 6, explicit_matrix)
     estimates = []
@@ -79,9 +68,9 @@ def test_power_iteration_is_an_estimate_that_converges(explicit_matrix):
 
 
 def test_state_dict_round_trip_with_a_sized_power_vector():
-    layer = CPLConv2d(2, 3, 3, generator=_gen(6)).train()
+    layer = CPLConv2d(2, 3, 3, generator=seeded(6)).train()
     layer(torch.randn(2, 2, 6, 6))
-    fresh = CPLConv2d(2, 3, 3, generator=_gen(7))
+    fresh = CPLConv2d(2, 3, 3, generator=seeded(7))
     fresh.load_state_dict(layer.state_dict())
     torch.testing.assert_close(fresh.power_vector, layer.power_vector)
     x = torch.randn(3, 2, 6, 6)
@@ -89,7 +78,7 @@ def test_state_dict_round_trip_with_a_sized_power_vector():
 
 
 def test_to_vanilla_needs_an_input_size():
-    layer = CPLConv2d(2, 3, 3, generator=_gen(8)).eval()
+    layer = CPLConv2d(2, 3, 3, generator=seeded(8)).eval()
     with pytest.raises(BadInputError, match="input_shape"):
         to_vanilla(layer)
     x = torch.randn(2, 2, 5, 5)
@@ -100,7 +89,7 @@ def test_to_vanilla_needs_an_input_size():
 def test_training_mode_bound_covers_the_power_iteration_normalizer():
     # in training mode sigma is a one-step power estimate below ||W||; the bound used to
     # report the eval-mode value 1 while the training-mode layer had constant 1.04
-    layer = CPLLinear(6, 6, generator=_gen(11)).double().train()
+    layer = CPLLinear(6, 6, generator=seeded(11)).double().train()
     with torch.no_grad():
         layer.weight.copy_(torch.diag(torch.tensor([5.0, 4.9, 4.8, 1.0, 1.0, 1.0])))
         layer.bias.fill_(1.0)  # every ReLU active

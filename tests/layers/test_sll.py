@@ -6,24 +6,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layer_helpers import seeded, train_to_expand
 
 from lipcert.errors import BadInputError
 from lipcert.layers import CPLLinear, SLLConv2d, SLLLinear
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _randomize_q(layer, seed: int) -> None:
     with torch.no_grad():
-        layer.log_q.normal_(0.0, 1.0, generator=_gen(seed))
+        layer.log_q.normal_(0.0, 1.0, generator=seeded(seed))
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3, 5])
 def test_conv_t_dominates_explicit_gram(kernel_size, explicit_matrix):
     """SLL's condition W^T W <= T on the explicit zero-padded operator, for odd kernels."""
-    layer = SLLConv2d(2, 3, kernel_size, generator=_gen(kernel_size)).double()
+    layer = SLLConv2d(2, 3, kernel_size, generator=seeded(kernel_size)).double()
     _randomize_q(layer, 1)
     shape = (2, 5, 5)
     with torch.no_grad():
@@ -37,10 +34,10 @@ def test_conv_t_dominates_explicit_gram(kernel_size, explicit_matrix):
 @given(features=st.integers(1, 8), inner=st.integers(1, 8), seed=st.integers(0, 10_000),
        scale=st.floats(1e-3, 1e3), q_scale=st.floats(0.0, 5.0))
 def test_dense_t_dominates_gram_and_bound_is_sound(features, inner, seed, scale, q_scale):
-    layer = SLLLinear(features, inner, generator=_gen(seed)).double()
+    layer = SLLLinear(features, inner, generator=seeded(seed)).double()
     with torch.no_grad():
         layer.weight.mul_(scale)
-        layer.log_q.normal_(0.0, q_scale + 1e-12, generator=_gen(seed + 1))
+        layer.log_q.normal_(0.0, q_scale + 1e-12, generator=seeded(seed + 1))
         weight, t = layer.weight, layer.schur_t()
         assert torch.linalg.eigvalsh(torch.diag(t) - weight @ weight.T).min() >= -1e-9 * t.max()
         root = t.rsqrt()[:, None] * weight  # T^{-1/2} W^T
@@ -50,7 +47,7 @@ def test_dense_t_dominates_gram_and_bound_is_sound(features, inner, seed, scale,
 
 def test_t_is_the_plain_weighted_row_sum():
     """No epsilon: t_i = sum_j |W^T W|_ij exp(q_j - q_i) exactly."""
-    layer = SLLLinear(4, 6, generator=_gen(0)).double()
+    layer = SLLLinear(4, 6, generator=seeded(0)).double()
     _randomize_q(layer, 2)
     with torch.no_grad():
         gram = (layer.weight @ layer.weight.T).abs()
@@ -60,7 +57,7 @@ def test_t_is_the_plain_weighted_row_sum():
 
 
 def test_zero_inner_channel_is_dropped_without_nan():
-    layer = SLLLinear(4, 3, generator=_gen(0)).double()
+    layer = SLLLinear(4, 3, generator=seeded(0)).double()
     with torch.no_grad():
         layer.weight[1] = 0.0
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
@@ -71,11 +68,11 @@ def test_zero_inner_channel_is_dropped_without_nan():
 
 def test_t_equal_to_norm_squared_recovers_cpl(jacobian_norm):
     """With T = ||W||^2 I (a valid choice, T >= W^T W), SLL's formula is CPL's layer."""
-    sll = SLLLinear(5, 7, generator=_gen(3)).double()
+    sll = SLLLinear(5, 7, generator=seeded(3)).double()
     cpl = CPLLinear(5, 7).double().eval()
     cpl.load_state_dict({"weight": sll.weight.detach(), "bias": sll.bias.detach(),
                          "power_vector": cpl.power_vector}, strict=True)
-    x = torch.randn(9, 5, dtype=torch.float64, generator=_gen(4))
+    x = torch.randn(9, 5, dtype=torch.float64, generator=seeded(4))
     sigma = cpl.certified_norm(x.shape)
     exact = torch.linalg.matrix_norm(sll.weight.detach(), ord=2)
     assert exact <= sigma <= exact * (1 + 1e-3)
@@ -91,21 +88,13 @@ def test_t_equal_to_norm_squared_recovers_cpl(jacobian_norm):
     assert jacobian_norm(AsCPL(), (5,), n_points=12) <= 1 + 1e-9
 
 
-@pytest.mark.parametrize("make", [lambda: SLLLinear(4, 6, generator=_gen(5)),
-                                  lambda: SLLConv2d(2, 4, 3, generator=_gen(6))],
+@pytest.mark.parametrize("make", [lambda: SLLLinear(4, 6, generator=seeded(5)),
+                                  lambda: SLLConv2d(2, 4, 3, generator=seeded(6))],
                          ids=["linear", "conv"])
 def test_guarantee_survives_sgd(make, jacobian_norm):
     layer = make().double()
     shape = (4,) if layer.kernel_size is None else (2, 5, 5)
-    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
-    generator = _gen(7)
-    for _ in range(25):
-        a = torch.randn(8, *shape, dtype=torch.float64, generator=generator)
-        b = a + 0.1 * torch.randn(8, *shape, dtype=torch.float64, generator=generator)
-        loss = -(layer(a) - layer(b)).square().sum()  # push the layer to expand distances
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_to_expand(layer, shape, seed=7)
     assert not torch.equal(layer.log_q.detach(), torch.zeros_like(layer.log_q))
     norm = jacobian_norm(layer, shape, n_points=16, seed=8)
     assert norm <= 1 + 1e-5
