@@ -7,5 +7,12 @@
 
 from lipcert.certify.accuracy import certified_accuracy
 from lipcert.certify.lipschitz import lipschitz_radii, margin_radii
+from lipcert.certify.statistics import clopper_pearson_lower, clopper_pearson_upper
 
-__all__ = ["lipschitz_radii", "margin_radii", "certified_accuracy"]
+__all__ = [
+    "lipschitz_radii",
+    "margin_radii",
+    "certified_accuracy",
+    "clopper_pearson_lower",
+    "clopper_pearson_upper",
+]
