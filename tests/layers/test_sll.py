@@ -116,3 +116,44 @@ def test_bad_arguments_and_weights():
         layer.weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(BadInputError, match="NaN"):
         layer.lipschitz_bound((1, 3, 5, 5))
+
+
+def _train_with_adam(layer, shape, steps: int = 300, seed: int = 0) -> None:
+    """Adam steps that expand distances: drives the Schur weights q over many orders of
+    magnitude, where float32 sums used to round t down (bound up to 1 + 2e-6)."""
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+    generator = seeded(seed)
+    for _ in range(steps):
+        x = torch.randn(shape, generator=generator)
+        nearby = x + 0.01 * torch.randn(shape, generator=generator)
+        loss = -(layer(x) - layer(nearby)).square().sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_float32_layer_is_one_lipschitz_in_its_precision_after_training(kind):
+    """#15: the T^{-1} a float32 layer uses is rounded down from float64, so its own bound and
+    an independent float64 SVD of the map it computes stay <= 1 + 1e-6."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        layer, shape = SLLLinear(64, 64, generator=seeded(1)), (4, 64)
+    else:
+        layer, shape = SLLConv2d(4, 8, 3, generator=seeded(1)), (4, 4, 6, 6)
+    _train_with_adam(layer, shape)
+    assert layer.weight.dtype == torch.float32
+    assert float(layer.log_q.max() - layer.log_q.min()) > 5.0  # the regime that used to fail
+    assert float(layer.lipschitz_bound(shape)) <= 1 + 1e-6
+    with torch.no_grad():
+        inverse_t = layer.inverse_t().double()
+        weight = layer.weight.double()
+        if kind == "linear":
+            operator = inverse_t.sqrt()[:, None] * weight  # T^{-1/2} W^T
+        else:  # the convolution W^T x on a 6x6 grid, as an explicit matrix
+            basis = torch.eye(4 * 36, dtype=torch.float64).view(-1, 4, 6, 6)
+            columns = torch.nn.functional.conv2d(basis, weight, padding=1)
+            columns = columns * inverse_t.sqrt().view(1, -1, 1, 1)
+            operator = columns.reshape(4 * 36, -1).T
+        step = torch.linalg.matrix_norm(operator, ord=2) ** 2
+    assert 2 * float(step) - 1 <= 1 + 1e-6

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["abs_gram", "schur_diagonal", "safe_reciprocal", "dense_kernel"]
+__all__ = ["abs_gram", "schur_diagonal", "safe_reciprocal", "reciprocal_rounded_down", "dense_kernel"]
 
 
 def abs_gram(weight: torch.Tensor) -> torch.Tensor:
@@ -52,6 +52,29 @@ def safe_reciprocal(values: torch.Tensor, power: float = 1.0) -> torch.Tensor:
     positive = values > 0
     safe = torch.where(positive, values, torch.ones_like(values))
     return torch.where(positive, safe.pow(-power), torch.zeros_like(values))
+
+
+def reciprocal_rounded_down(values: torch.Tensor, power: float = 1.0,
+                            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``values ** -power`` (0 where ``values == 0``) computed in float64 and rounded toward
+    zero into ``dtype`` (default: the dtype of ``values``); differentiable.
+
+    A 1-Lipschitz layer that multiplies by ``t^{-p}`` (SLL's ``T^{-1}``, AOL's ``d^{-1/2}``) stays
+    1-Lipschitz only if the factor it uses is not above the exact one. Computed in the layer's
+    own precision, the Schur sums ``t`` and their reciprocals round either way: after training
+    (Schur weights ``exp(q_j - q_i)`` spanning many orders of magnitude) float32 layers reached
+    ``1 + 2e-6``. Here ``values`` should be computed in float64 (their own rounding is then
+    about 1e-16 relative) and every entry of the result is the largest ``dtype`` number not
+    above the float64 reciprocal. The gradient is that of the plain cast.
+    """
+    dtype = values.dtype if dtype is None else dtype
+    exact = safe_reciprocal(values.double(), power)
+    cast = exact.to(dtype)
+    above = cast.detach().double() > exact.detach()
+    lowered = torch.where(above, torch.nextafter(cast.detach(), torch.zeros_like(cast)),
+                          cast.detach())
+    # ``cast + (lowered - cast)`` is exactly ``lowered``: the difference is one ulp or zero.
+    return cast + (lowered - cast.detach())
 
 
 def dense_kernel(weight: torch.Tensor, groups: int = 1, dilation=(1, 1)) -> torch.Tensor:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lipcert.layers._schur import dense_kernel, safe_reciprocal, schur_diagonal
+from lipcert.layers._schur import dense_kernel, reciprocal_rounded_down, schur_diagonal
 from lipcert.layers.parametrized import ParametrizedConv2d, ParametrizedLinear
 
 __all__ = ["AOLLinear", "AOLConv2d", "aol_scale"]
 
 
 def aol_scale(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
-    """The AOL factors ``d^{-1/2}``, one per input column / input channel (length ``c_in``)."""
-    if weight.dim() == 2:
-        return safe_reciprocal(schur_diagonal(weight.mT), 0.5)
-    full = dense_kernel(weight, groups)
-    return safe_reciprocal(schur_diagonal(full.transpose(0, 1)), 0.5)
+    """The AOL factors ``d^{-1/2}``, one per input column / input channel (length ``c_in``):
+    ``d`` in float64, the factors rounded down into the weight's dtype."""
+    wide = weight.double()
+    gram_side = wide.mT if weight.dim() == 2 else dense_kernel(wide, groups).transpose(0, 1)
+    return reciprocal_rounded_down(schur_diagonal(gram_side), 0.5, dtype=weight.dtype)
 
 
 class _AOLRescale(nn.Module):

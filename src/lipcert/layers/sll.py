@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lipcert.layers._schur import abs_gram, safe_reciprocal, schur_diagonal
+from lipcert.layers._schur import abs_gram, reciprocal_rounded_down, schur_diagonal
 from lipcert.layers.residual import ResidualLayer
 from lipcert.linalg import NormBound
 
@@ -31,11 +31,16 @@ class _SLL(ResidualLayer):
         self.log_q = nn.Parameter(torch.zeros(inner))
 
     def schur_t(self) -> torch.Tensor:
-        """The diagonal ``t`` of ``T`` used by the forward pass (differentiable)."""
-        return schur_diagonal(self.weight, self.log_q)
+        """The diagonal ``t`` of ``T``, computed in float64 (differentiable)."""
+        return schur_diagonal(self.weight.double(), self.log_q.double())
+
+    def inverse_t(self) -> torch.Tensor:
+        """``T^{-1}`` as the forward pass uses it: in the weight's dtype, each entry rounded
+        down from the float64 value, so the layer is 1-Lipschitz in its working precision."""
+        return reciprocal_rounded_down(self.schur_t(), dtype=self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.residual(x, safe_reciprocal(self.schur_t()))
+        return self.residual(x, self.inverse_t())
 
     def lipschitz_bound(self, input_shape) -> NormBound:
         """Upper bound ``max(1, 2 s - 1)`` on the Lipschitz constant, from the current weights.
@@ -49,7 +54,7 @@ class _SLL(ResidualLayer):
         self.check_input_shape(input_shape)
         self.check_weights()
         with torch.no_grad():
-            inverse_t = safe_reciprocal(self.schur_t()).double()
+            inverse_t = self.inverse_t().double()
             gram = abs_gram(self.weight.double())
             log_q = self.log_q.double()
             rows = (gram * torch.exp(log_q[None, :] - log_q[:, None])).sum(dim=1)
@@ -60,7 +65,7 @@ class _SLL(ResidualLayer):
     def vanilla(self, input_shape=None) -> nn.Module:
         """Plain-torch copy (``x + ConvTranspose(ReLU(Conv(x)))``); ``T`` is recomputed."""
         with torch.no_grad():
-            return self.residual_vanilla(safe_reciprocal(self.schur_t()))
+            return self.residual_vanilla(self.inverse_t())
 
 
 class SLLLinear(_SLL):
