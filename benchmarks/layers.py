@@ -142,7 +142,7 @@ def residual_budget(layer: SLLConv2d | CPLConv2d, shape: tuple[int, ...]) -> flo
     """``||D^{1/2} A||^2`` for the layer's step ``x - 2 A^* D relu(A x + b)`` (eval mode)."""
     with torch.no_grad():
         if isinstance(layer, SLLConv2d):
-            scale = safe_reciprocal(layer.schur_t()).view(1, -1, 1, 1)
+            scale = layer.inverse_t().view(1, -1, 1, 1)
         else:
             scale = safe_reciprocal(layer.certified_norm(shape) ** 2)
         root = scale.sqrt()
