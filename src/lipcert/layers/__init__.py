@@ -16,6 +16,8 @@ export a model to plain torch modules.
 | L2NormPool2d, InvertibleDownsample | norm pooling, space-to-depth | |
 | ZeroChannelPad, FirstChannels | channel padding / selection | |
 | NormalizedLinear | unit-norm rows (last layer; NOT 1-Lipschitz as a layer) | |
+| CirculantLinear, DiagonalCirculantLinear, ToeplitzLinear | FFT structured maps (exact/upper norms) | arXiv 1901.10255, 2109.00959 |
+| OrthogonalCirculantLinear | circulant with unit-modulus spectrum (orthogonal) | arXiv 1901.10255 |
 """
 
 from lipcert.layers.activations import GroupSort, HouseholderActivation, MaxMin
@@ -28,6 +30,12 @@ from lipcert.layers.orthogonal import CayleyConv2d, OrthogonalLinear
 from lipcert.layers.pooling import InvertibleDownsample, L2NormPool2d
 from lipcert.layers.sll import SLLConv2d, SLLLinear
 from lipcert.layers.spectral import SpectralConv2d, SpectralLinear
+from lipcert.layers.structured import (
+    CirculantLinear,
+    DiagonalCirculantLinear,
+    OrthogonalCirculantLinear,
+    ToeplitzLinear,
+)
 
 __all__ = [
     "SLLConv2d",
@@ -49,4 +57,8 @@ __all__ = [
     "FirstChannels",
     "NormalizedLinear",
     "to_vanilla",
+    "CirculantLinear",
+    "DiagonalCirculantLinear",
+    "ToeplitzLinear",
+    "OrthogonalCirculantLinear",
 ]

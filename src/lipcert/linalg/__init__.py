@@ -10,6 +10,9 @@ bound, or only an estimate.
   on the kernel), Toeplitz, reshape and power-iteration methods.
 - :func:`operator_norm`: the same for ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` modules.
 - :class:`PowerIterationState`: persistent power-iteration vector for training loops.
+- :func:`circulant_norm` (exact, ``max |FFT(c)|``) and :func:`toeplitz_norm` (methods
+  :data:`TOEPLITZ_METHODS`: circulant embedding, trigonometric bound, exact, Gram, power)
+  for structured layers (arXiv 1901.10255, 2109.00959).
 """
 
 from lipcert.linalg.conv import CONV_METHODS, conv_norm, describe_conv
@@ -18,6 +21,7 @@ from lipcert.linalg.gram import gram_iterate, gram_schatten_bound
 from lipcert.linalg.operator import operator_norm
 from lipcert.linalg.power import PowerIterationState
 from lipcert.linalg.result import GUARANTEES, SOUND_GUARANTEES, NormBound
+from lipcert.linalg.structured import TOEPLITZ_METHODS, circulant_norm, toeplitz_norm
 
 __all__ = [
     "NormBound",
@@ -32,4 +36,7 @@ __all__ = [
     "PowerIterationState",
     "gram_iterate",
     "gram_schatten_bound",
+    "TOEPLITZ_METHODS",
+    "circulant_norm",
+    "toeplitz_norm",
 ]
