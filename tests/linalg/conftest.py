@@ -58,3 +58,8 @@ def conv_oracle():
 def guarantee_check():
     return check_guarantee
 
+
+
+@pytest.fixture
+def conv_matrix():
+    return explicit_conv_matrix

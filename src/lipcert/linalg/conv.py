@@ -38,6 +38,7 @@ from lipcert.linalg.conv_spectral import (
 )
 from lipcert.linalg.power import PowerIterationState, power_iteration
 from lipcert.linalg.result import NormBound
+from lipcert.linalg.scaling import normalize, restore_bound
 
 __all__ = [
     "CONV_METHODS",
@@ -224,18 +225,24 @@ def conv_norm(
             (gram-pruned), ``grid`` (toeplitz), ``seed`` or ``state`` (power: a
             :class:`PowerIterationState` of shape ``(1, c_in, *input_size)``).
 
+    Every method runs on the kernel scaled by an exact power of two (largest entry in
+    ``[0.5, 1)``, see :mod:`lipcert.linalg.scaling`), so subnormal kernels and kernels near
+    the dtype's maximum are fine; float16/bfloat16 kernels are computed in float32 and the
+    value is float32. Sound values are rounded up when scaled back.
+
     Returns:
         A :class:`NormBound`; differentiable in ``kernel`` for every method.
 
     Raises:
         BadInputError: NaN/Inf kernel, wrong rank, input smaller than the kernel, bad
-            stride/padding, unknown method or option.
+            stride/padding, unknown method or option, a norm beyond the dtype's largest number.
     """
     _check_kernel(kernel)
     geometry = conv_geometry(tuple(kernel.shape[2:]), input_size, stride, padding, padding_mode)
+    scaled, exponent = normalize(kernel)
     if method == "auto":
-        return _auto(kernel, geometry, options)
-    return _run_method(kernel, geometry, method, options)
+        return restore_bound(_auto(scaled, geometry, options), exponent)
+    return restore_bound(_run_method(scaled, geometry, method, options), exponent)
 
 
 def describe_conv(

@@ -16,6 +16,7 @@ from lipcert.linalg.checks import check_iterations, check_options, unknown_metho
 from lipcert.linalg.gram import gram_iterate, gram_schatten_bound
 from lipcert.linalg.power import PowerIterationState, power_iteration
 from lipcert.linalg.result import NormBound
+from lipcert.linalg.scaling import normalize, restore_bound
 
 __all__ = ["DENSE_METHODS", "dense_norm", "DEFAULT_GRAM_ITERATIONS", "DEFAULT_POWER_ITERATIONS"]
 
@@ -48,10 +49,22 @@ def dense_norm(weight: torch.Tensor, method: str = "gram", **options) -> NormBou
       (``seed``, default 0) or from a persistent :class:`PowerIterationState` (``state``),
       which is updated in place. Guarantee ``estimate``: at most the true norm.
 
+    Every method runs on ``weight`` scaled by an exact power of two (largest entry in
+    ``[0.5, 1)``, see :mod:`lipcert.linalg.scaling`), so subnormal weights and weights near
+    the dtype's maximum are fine; float16/bfloat16 weights are computed in float32 and the
+    value is float32. Sound values are rounded up when scaled back.
+
     Raises:
-        BadInputError: NaN/Inf entries, not a 2-D real matrix, unknown method or option.
+        BadInputError: NaN/Inf entries, not a 2-D real matrix, unknown method or option, a
+            norm beyond the dtype's largest number.
     """
     _check_matrix(weight)
+    scaled, exponent = normalize(weight)
+    return restore_bound(_dense_method(scaled, method, options), exponent)
+
+
+def _dense_method(weight: torch.Tensor, method: str, options: dict) -> NormBound:
+    """:func:`dense_norm` on a weight whose largest entry is in ``[0.5, 1)``."""
     if method == "exact":
         check_options(method, options, ())
         return NormBound(torch.linalg.matrix_norm(weight, ord=2), "exact", "exact")

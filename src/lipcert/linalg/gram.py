@@ -8,8 +8,10 @@ For a matrix ``W`` let ``G_0 = W`` and ``G_{t+1} = G_t^H G_t``. Then
 ``sigma_1(W)`` that never increases with ``t`` and exceeds ``sigma_1`` by at most the
 factor ``rank^(2^-(t+1))``. Every step divides ``G_t`` by its Frobenius norm ``f_t`` and keeps
 ``r_{t+1} = 2 (r_t + log f_t)`` in log space, so that
-``sigma_1(W)^(2^t) = sigma_1(G_t) exp(r_t)`` holds without overflow or underflow (norms from
-1e-30 to 1e30 are fine in float32). Operations are out of place, so autograd sees them.
+``sigma_1(W)^(2^t) = sigma_1(G_t) exp(r_t)`` holds without overflow or underflow. The input is
+first multiplied by an exact power of two so that its largest entry is in ``[0.5, 1)`` (the
+exponent goes into ``r_0``), so subnormal weights and weights near the dtype's maximum work
+too. Operations are out of place, so autograd sees them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ import math
 
 import torch
 
+from lipcert.linalg.scaling import binary_exponent, scale_by_power_of_two
+
 __all__ = ["gram_iterate", "gram_schatten_bound", "safe_log", "gram_power_lower_bound"]
+
+
+_LN2 = math.log(2.0)
 
 
 def _real_view(mat: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -89,6 +96,12 @@ def gram_iterate(
     if log_scale is None:
         shape = () if shared_scale else mat.shape[:-2]
         log_scale = torch.zeros(shape, dtype=torch.float64, device=mat.device)
+    if n_iter > 0:
+        # Exact power-of-two prescale: subnormal entries (whose reciprocal overflows) and
+        # entries near the dtype's maximum (whose squares overflow) become O(1).
+        exponent = binary_exponent(mat, None if shared_scale else (-2, -1))
+        mat = scale_by_power_of_two(mat, -exponent)
+        log_scale = log_scale + exponent.reshape(log_scale.shape).to(torch.float64) * _LN2
     for _ in range(n_iter):
         log_norm, positive = safe_log(_frobenius(mat, shared_scale))
         norm = torch.where(positive, torch.exp(log_norm), torch.ones_like(log_norm))
