@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import stat
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +54,86 @@ def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join([line, rule, *body])
 
 
+STDOUT = "-"
+"""The output path that means standard output (``--json -``, ``--plot -``)."""
+
+_data_stdout: list = []  # the standard output "-" writes to while messages_to_stderr is active
+
+
+@contextlib.contextmanager
+def messages_to_stderr() -> Iterator[None]:
+    """While active, ``print`` goes to standard error, and ``"-"`` outputs still go to the
+    standard output: so ``lipcert ... --json - | jq`` receives nothing but the JSON."""
+    _data_stdout.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _data_stdout.pop()
+
+
+def _write_stdout(data: bytes) -> None:
+    stream = _data_stdout[-1] if _data_stdout else sys.stdout
+    stream.flush()
+    binary = getattr(stream, "buffer", None)
+    if binary is not None:
+        binary.write(data)
+        binary.flush()
+        return
+    try:
+        stream.write(data.decode())
+    except UnicodeDecodeError:
+        raise OutputError("standard output here takes text only; write the figure to a "
+                          "file instead of '-'.") from None
+    stream.flush()
+
+
+def _creation_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Write into an existing file that is not a regular file (a device, a FIFO)."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+    except OSError as err:
+        raise _output_error(path, err) from err
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (no half-written file)."""
+    """Write ``data`` to ``path`` without ever leaving a half-written file or replacing
+    something that is not a regular file.
+
+    - ``"-"`` writes to standard output.
+    - A symbolic link is followed: its target is written, the link stays a link.
+    - An existing device or FIFO (``/dev/stdout``, ``/dev/full``) is written in place, so an
+      error such as "no space left" is reported instead of the device being replaced.
+    - Otherwise the data goes to a temporary file beside ``path``, which is renamed over it;
+      the new file gets the mode of the file it replaces, or ``0o666`` less the umask.
+    """
+    if str(path) == STDOUT:
+        _write_stdout(data)
+        return
     path = Path(path)
-    if path.is_dir():
+    try:
+        existing = path.stat()  # follows symbolic links
+    except FileNotFoundError:
+        existing = None
+    except OSError as err:
+        raise _output_error(path, err) from err
+    if existing is not None and stat.S_ISDIR(existing.st_mode):
         raise OutputError(f"cannot write {path}: it is a folder; give a file name.")
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        _write_in_place(path, data)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(existing.st_mode) if existing is not None else _creation_mode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -66,6 +144,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):
@@ -76,7 +155,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def write_json(path: str | Path, payload: Any) -> None:
-    """Atomically write ``payload`` as indented JSON."""
+    """Write ``payload`` as indented JSON to ``path`` (``"-"``: standard output), atomically
+    for regular files (see :func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2, default=str) + "\n").encode())
 
 
@@ -93,12 +173,25 @@ def new_figure(width: float = 6.0, height: float = 4.0):
 def save_figure(fig, path: str | Path) -> Path:
     """Save ``fig`` at ``path`` (folders created) and close it; returns the path written.
 
-    The suffix picks the format (.png, .pdf or .svg); a path without one gets ``.png``.
+    The suffix picks the format (.png, .pdf or .svg); a path without one gets ``.png``;
+    ``"-"`` writes a PNG to standard output. Like :func:`atomic_write_bytes`, a symbolic
+    link or a device is written through, never replaced.
     Raises :class:`BadInputError` for another suffix and :class:`OutputError` (an
     ``OSError``) when the file cannot be written.
     """
+    import io
+
     import matplotlib.pyplot as plt
 
+    if str(path) == STDOUT:
+        buffer = io.BytesIO()
+        try:
+            fig.tight_layout()
+            fig.savefig(buffer, dpi=120, format="png")
+        finally:
+            plt.close(fig)
+        atomic_write_bytes(STDOUT, buffer.getvalue())
+        return Path(STDOUT)
     path = Path(path)
     try:
         if not path.suffix:

@@ -26,7 +26,7 @@ def help_text(*command: str) -> str:
 def test_evaluation_commands_share_their_flags_and_say_their_defaults(command):
     text = help_text(command)
     for option in ("--data NAME", "--split {train,test}", "--root FOLDER", "--limit N",
-                   "--batch-size N", "--device DEVICE", "--json FILE", "--no-progress"):
+                   "--batch-size N", "--device DEVICE", "--json [FILE]", "--no-progress"):
         assert option in text, option
     assert "(default test)" in text and "(default 256)" in text and "(default auto)" in text
     assert "no progress bar" in text and "or the run folder holding it" in text

@@ -43,7 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from lipcert.cli._common import writes_to_stdout
+    from lipcert.report import messages_to_stderr
+
     try:
+        if writes_to_stdout(args):
+            with messages_to_stderr():
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except LipcertError as err:
         print(f"lipcert: error: {error_text(err)}", file=sys.stderr)

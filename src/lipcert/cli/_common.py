@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lipcert.errors import BadInputError
+from lipcert.report import STDOUT
 
 DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N (default {default})"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -39,15 +40,28 @@ def add_data_flags(parser: argparse.ArgumentParser, *, batch_size: int = 256) ->
     parser.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
                         help=f"points per batch (default {batch_size})")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
-    parser.add_argument("--json", default=None, metavar="FILE",
-                        help="also write the results to FILE as JSON")
+    add_json_flag(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json [FILE]``: the results as JSON in FILE; alone or with ``-``, on standard output
+    (every other message then goes to standard error)."""
+    parser.add_argument("--json", nargs="?", const=STDOUT, default=None, metavar="FILE",
+                        help="write the results as JSON to FILE; `--json` alone or `--json -` "
+                        "prints them on standard output and the messages on standard error")
+
+
 def add_plot_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--plot", default=None, metavar="FILE",
-                        help=f"write {what} to FILE (.png, .pdf or .svg)")
+                        help=f"write {what} to FILE (.png, .pdf or .svg; - for a PNG on "
+                        "standard output)")
+
+
+def writes_to_stdout(args: argparse.Namespace) -> bool:
+    """True if an output flag (``--json``, ``--plot``, ``--out``) of ``args`` is ``-``."""
+    return any(getattr(args, name, None) == STDOUT for name in ("json", "plot", "out"))
 
 
 def check_int(args: argparse.Namespace, name: str, minimum: int) -> None:
@@ -123,10 +137,13 @@ def checkpoint_file(path: str) -> str:
 def check_output_file(path: str | None, name: str,
                       suffixes: tuple[str, ...] | None = None) -> None:
     """Fail early (before minutes of work) if ``path`` cannot be an output file: a folder,
-    a wrong suffix, or a folder where nothing can be written (missing folders are created)."""
-    if path is None:
+    a wrong suffix, or a folder where nothing can be written (missing folders are created).
+    ``-`` (standard output) and existing devices or FIFOs are accepted as they are."""
+    if path is None or path == STDOUT:
         return
     target = Path(path)
+    if target.exists() and not target.is_dir() and not target.is_file():
+        return  # a device or FIFO: written in place (see lipcert.report.atomic_write_bytes)
     if target.is_dir():
         example = target / ("out" + (suffixes[0] if suffixes else ".json"))
         raise BadInputError(f"{flag(name)} {path} is a folder; give a file name such as "

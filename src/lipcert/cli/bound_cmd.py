@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
 from torch import nn
 
-from lipcert.cli._common import DEVICE_HELP, check_int, checkpoint_file, resolve_device
+from lipcert.cli._common import (
+    DEVICE_HELP,
+    add_json_flag,
+    check_int,
+    check_output_file,
+    checkpoint_file,
+    resolve_device,
+)
 from lipcert.errors import BadInputError
 
 
@@ -25,8 +31,7 @@ def register(subparsers) -> None:
                         "beside it), or the run folder holding it")
     parser.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                         help="shape of one input, e.g. 1 28 28 (default: from the checkpoint)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as JSON on stdout instead of tables")
+    add_json_flag(parser)
     parser.add_argument("--lower-steps", type=int, default=50, metavar="N",
                         help="ascent steps of the lower bound (default 50; 0 to skip it)")
     parser.add_argument("--lower-starts", type=int, default=8, metavar="N",
@@ -77,10 +82,11 @@ def run_bound(args: argparse.Namespace) -> int:
     from lipcert.bounds import lipschitz_bound, lipschitz_lower_bound
     from lipcert.cli import error_text
     from lipcert.errors import LipcertError
-    from lipcert.report import format_table
+    from lipcert.report import STDOUT, format_table, write_json
 
     check_int(args, "lower_steps", 0)
     check_int(args, "lower_starts", 1)
+    check_output_file(args.json, "json")
     device = resolve_device(args.device)
     path = checkpoint_file(args.checkpoint)
     model, spec = load_checkpoint(path, device)
@@ -104,18 +110,19 @@ def run_bound(args: argparse.Namespace) -> int:
     upper_seconds = time.perf_counter() - began
     lower = None
     if args.lower_steps > 0:
-        if not args.json:
+        if args.json != STDOUT:
             print(f"searching a lower bound: {args.lower_starts} starts x {args.lower_steps} "
                   "ascent steps ...", file=sys.stderr, flush=True)
         began = time.perf_counter()
         lower = lipschitz_lower_bound(model, starts, steps=args.lower_steps, seed=args.seed)
         lower_seconds = time.perf_counter() - began
     if args.json:
-        payload = {"checkpoint": path, "recipe": spec.get("recipe"),
-                   "input_shape": list(shape), **report.to_dict(), "lower_bound": lower,
-                   "upper_seconds": upper_seconds}
-        print(json.dumps(payload, indent=2))
-        return 0
+        write_json(args.json, {"checkpoint": path, "recipe": spec.get("recipe"),
+                               "input_shape": list(shape), **report.to_dict(),
+                               "lower_bound": lower, "upper_seconds": upper_seconds})
+        if args.json == STDOUT:
+            return 0
+        print(f"wrote {args.json}")
     print(f"{path} ({spec.get('recipe')}), input shape {shape}")
     print(report)
     rows = [["upper", float(report), report.guarantee, f"{upper_seconds:.3f}"]]
