@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import math
 import os
@@ -42,16 +44,51 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """Left-aligned text table with a header rule, e.g. for ``print``."""
+TABLE_STYLES = ("text", "md", "csv", "latex")
+"""Styles of :func:`format_table`: aligned text, Markdown, CSV and a LaTeX tabular."""
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str],
+                 style: str = "text") -> str:
+    """``rows`` under ``headers`` as a table in ``style`` (one of :data:`TABLE_STYLES`):
+    left-aligned text with a header rule (for ``print``), Markdown, CSV, or a LaTeX
+    ``tabular`` to paste into a paper."""
+    if style not in TABLE_STYLES:
+        raise BadInputError(f"unknown table style {style!r}; choose one of "
+                            f"{', '.join(TABLE_STYLES)}.")
     cells = [[format_value(v) for v in row] for row in rows]
+    if style == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([list(headers), *cells])
+        return buffer.getvalue().rstrip("\n")
+    if style == "md":
+        def line(values):
+            return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "\n".join([line(headers), "|" + "---|" * len(headers),
+                          *(line(row) for row in cells)])
+    if style == "latex":
+        def line(values):
+            return " & ".join(_latex_escape(v) for v in values) + r" \\"
+        return "\n".join([r"\begin{tabular}{" + "l" * len(headers) + "}", r"\hline",
+                          line(headers), r"\hline", *(line(row) for row in cells),
+                          r"\hline", r"\end{tabular}"])
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    head = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
     body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join([line, rule, *body])
+    return "\n".join([head, rule, *body])
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
 
 
 STDOUT = "-"
@@ -179,8 +216,6 @@ def save_figure(fig, path: str | Path) -> Path:
     Raises :class:`BadInputError` for another suffix and :class:`OutputError` (an
     ``OSError``) when the file cannot be written.
     """
-    import io
-
     import matplotlib.pyplot as plt
 
     if str(path) == STDOUT:

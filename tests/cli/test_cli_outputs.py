@@ -11,6 +11,7 @@ import sys
 import threading
 
 import pytest
+import torch
 
 from lipcert.cli import main
 from lipcert.report import OutputError, messages_to_stderr, new_figure, save_figure, write_json
@@ -117,3 +118,72 @@ def test_piped_json_parses_in_a_real_process(digits_ckpt):
         [sys.executable, "-m", "lipcert", "bound", str(digits_ckpt), "--lower-steps", "0",
          "--json"], capture_output=True, text=True, timeout=300, check=True)
     assert json.loads(result.stdout)["checkpoint"]
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_threads_flag_and_variable_set_torch_threads(restore_threads, monkeypatch, capsys):
+    torch.set_num_threads(2)
+    assert main(["data", "list", "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("LIPCERT_THREADS", "2")
+    assert main(["data", "list"]) == 0
+    assert torch.get_num_threads() == 2
+    assert main(["data", "list", "--threads", "1"]) == 0  # the flag wins
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["data", "list", "--threads", "0"], None, "--threads must be >= 1"),
+    (["data", "list"], "two", "LIPCERT_THREADS must be an integer"),
+])
+def test_bad_thread_counts_are_one_line_errors(argv, env, message, monkeypatch, capsys,
+                                               restore_threads):
+    if env is not None:
+        monkeypatch.setenv("LIPCERT_THREADS", env)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_command_takes_threads_and_table():
+    from lipcert.cli import _leaf_parsers, build_parser
+
+    leaves = _leaf_parsers(build_parser())
+    assert len(leaves) >= 7  # data list, data show, train, demo, attack, audit, bound, certify
+    for parser in leaves:
+        text = parser.format_help()
+        assert "--threads N" in text and "--table" in text, parser.prog
+
+
+@pytest.mark.parametrize("style, check", [
+    ("md", lambda out: "| eps | certified accuracy |" in out and "|---|---|" in out),
+    ("csv", lambda out: "eps,certified accuracy" in out and "\n0.1," in out),
+    ("latex", lambda out: r"\begin{tabular}{ll}" in out and r"0.1 & " in out),
+])
+def test_tables_to_paste_into_a_paper(style, check, digits_ckpt, capsys):
+    assert main(["certify", str(digits_ckpt), "--limit", "8", "--no-progress", "--eps", "0.1",
+                 "--table", style]) == 0
+    assert check(capsys.readouterr().out)
+
+
+def test_results_json_records_the_run_and_reproduces_bit_for_bit(digits_ckpt, tmp_path,
+                                                                  restore_threads):
+    payloads = []
+    for name in ("a.json", "b.json"):
+        path = tmp_path / name
+        assert main(["attack", str(digits_ckpt), "--limit", "16", "--no-progress", "--eps",
+                     "0.3", "--seed", "3", "--threads", "1", "--json", str(path)]) == 0
+        payloads.append(json.loads(path.read_text()))
+    run = payloads[0].pop("run")
+    payloads[1].pop("run")
+    assert payloads[0] == payloads[1]
+    assert run["threads"] == 1 and run["command"] == "attack"
+    assert run["arguments"]["seed"] == 3 and run["arguments"]["limit"] == 16
+    assert run["arguments"]["split"] == "test" and run["arguments"]["data_name"] == "digits"
+    assert run["lipcert"] and run["torch"] == torch.__version__

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 import lipcert
+from lipcert.cli._common import add_table_flag
+from lipcert.cli._threads import add_threads_flag, apply_threads
 from lipcert.errors import LipcertError
 
 # Modules under lipcert.cli, in the order their commands appear in --help.
@@ -33,7 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for command in _leaf_parsers(parser):
+        add_threads_flag(command)
+        add_table_flag(command)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of every command that runs (``data show``, not ``data``)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    return [leaf for group in groups for child in dict.fromkeys(group.choices.values())
+            for leaf in _leaf_parsers(child)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lipcert.report import messages_to_stderr
 
     try:
+        apply_threads(args.threads)
         if writes_to_stdout(args):
             with messages_to_stderr():
                 return int(args.func(args) or 0)

@@ -59,6 +59,39 @@ def add_plot_flag(parser: argparse.ArgumentParser, what: str) -> None:
                         "standard output)")
 
 
+def add_table_flag(parser: argparse.ArgumentParser) -> None:
+    """``--table {text,md,csv,latex}``: how the command prints its tables."""
+    from lipcert.report import TABLE_STYLES
+
+    parser.add_argument("--table", default="text", choices=TABLE_STYLES,
+                        help="print tables as aligned text (default), Markdown, CSV or a LaTeX "
+                        "tabular to paste into a paper")
+
+
+def run_metadata(args: argparse.Namespace) -> dict:
+    """What a results JSON records about the run that made it: the command and every
+    argument (data set, split, count, attack settings, seed...), thread count and versions."""
+    import lipcert
+
+    arguments = {key: value for key, value in vars(args).items()
+                 if key != "func" and (value is None or isinstance(value, (str, int, float, bool))
+                                       or (isinstance(value, list) and all(
+                                           isinstance(v, (str, int, float)) for v in value)))}
+    return {"command": getattr(args, "command", None), "arguments": arguments,
+            "threads": torch.get_num_threads(), "lipcert": lipcert.__version__,
+            "torch": torch.__version__}
+
+
+def write_results(args: argparse.Namespace, payload: dict) -> None:
+    """Write ``payload`` plus :func:`run_metadata` (under ``"run"``) to ``--json``; says where
+    unless that is standard output."""
+    from lipcert.report import write_json
+
+    write_json(args.json, {**payload, "run": run_metadata(args)})
+    if args.json != STDOUT:
+        print(f"wrote {args.json}")
+
+
 def writes_to_stdout(args: argparse.Namespace) -> bool:
     """True if an output flag (``--json``, ``--plot``, ``--out``) of ``args`` is ``-``."""
     return any(getattr(args, name, None) == STDOUT for name in ("json", "plot", "out"))

@@ -21,9 +21,10 @@ from lipcert.cli._common import (
     check_radii,
     checkpoint_file,
     resolve_device,
+    write_results,
 )
 from lipcert.errors import BadInputError
-from lipcert.report import format_table, new_figure, save_figure, write_json
+from lipcert.report import format_table, new_figure, save_figure
 
 NORMS = {"2": 2.0, "inf": math.inf}
 ATTACKS = ("pgd", "deepfool", "cw")
@@ -141,10 +142,9 @@ def run_attack(args: argparse.Namespace) -> int:
     print(f"clean accuracy {result['clean_accuracy']:.4f}; attack {args.attack}, {budget}")
     rows = [[f"l{args.norm}", row["eps"], f"{row['robust_accuracy']:.4f}"]
             for row in result["results"]]
-    print(format_table(rows, ["norm", "eps", "robust accuracy"]))
+    print(format_table(rows, ["norm", "eps", "robust accuracy"], args.table))
     if args.json:
-        write_json(args.json, {"checkpoint": args.checkpoint, **result})
-        print(f"wrote {args.json}")
+        write_results(args, {"checkpoint": args.checkpoint, **result})
     return 0
 
 
@@ -175,8 +175,7 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"wrote {save_figure(tightness_histogram(report.tightness), args.plot)}")
     if args.json:
-        write_json(args.json, {"checkpoint": args.checkpoint, **report.summary()})
-        print(f"wrote {args.json}")
+        write_results(args, {"checkpoint": args.checkpoint, **report.summary()})
     if report.violations:
         warnings.warn(str(report), CertificateViolationWarning, stacklevel=2)
     report.raise_if_violated()

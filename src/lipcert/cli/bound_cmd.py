@@ -16,6 +16,7 @@ from lipcert.cli._common import (
     check_output_file,
     checkpoint_file,
     resolve_device,
+    write_results,
 )
 from lipcert.errors import BadInputError
 
@@ -82,7 +83,7 @@ def run_bound(args: argparse.Namespace) -> int:
     from lipcert.bounds import lipschitz_bound, lipschitz_lower_bound
     from lipcert.cli import error_text
     from lipcert.errors import LipcertError
-    from lipcert.report import STDOUT, format_table, write_json
+    from lipcert.report import STDOUT, format_table
 
     check_int(args, "lower_steps", 0)
     check_int(args, "lower_starts", 1)
@@ -117,12 +118,11 @@ def run_bound(args: argparse.Namespace) -> int:
         lower = lipschitz_lower_bound(model, starts, steps=args.lower_steps, seed=args.seed)
         lower_seconds = time.perf_counter() - began
     if args.json:
-        write_json(args.json, {"checkpoint": path, "recipe": spec.get("recipe"),
-                               "input_shape": list(shape), **report.to_dict(),
-                               "lower_bound": lower, "upper_seconds": upper_seconds})
+        write_results(args, {"checkpoint": path, "recipe": spec.get("recipe"),
+                             "input_shape": list(shape), **report.to_dict(),
+                             "lower_bound": lower, "upper_seconds": upper_seconds})
         if args.json == STDOUT:
             return 0
-        print(f"wrote {args.json}")
     print(f"{path} ({spec.get('recipe')}), input shape {shape}")
     print(report)
     rows = [["upper", float(report), report.guarantee, f"{upper_seconds:.3f}"]]
@@ -131,5 +131,5 @@ def run_bound(args: argparse.Namespace) -> int:
         rows.append(["upper / lower", float(report) / lower if lower > 0 else float("inf"), "",
                      ""])
     print()
-    print(format_table(rows, ["bound", "value", "guarantee", "seconds"]))
+    print(format_table(rows, ["bound", "value", "guarantee", "seconds"], args.table))
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii
+from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii, write_results
 from lipcert.errors import BadInputError
 
 
@@ -76,7 +76,7 @@ def run_certify(args: argparse.Namespace) -> int:
     from lipcert.bounds import lipschitz_bound
     from lipcert.certify import certified_accuracy
     from lipcert.cli.attack_cmd import load_model_and_data
-    from lipcert.report import format_table, save_figure, write_json
+    from lipcert.report import format_table, save_figure
 
     check_radii(args.eps)
     model, x, y = load_model_and_data(args)
@@ -86,19 +86,18 @@ def run_certify(args: argparse.Namespace) -> int:
     print(f"Lipschitz bound {float(bound):.6g} ({bound.guarantee}); certificate "
           f"{args.last_layer}; clean accuracy {accuracy[0.0]:.4f}")
     print(format_table([[e, f"{accuracy[e]:.4f}"] for e in args.eps],
-                       ["eps", "certified accuracy"]))
+                       ["eps", "certified accuracy"], args.table))
     if args.plot:
         title = (f"{args.recipe} ({Path(args.checkpoint).name}): certified accuracy on "
                  f"{args.data_name} {args.split}, {len(y)} points")
         print(f"wrote {save_figure(accuracy_curve(radii, args.eps, title), args.plot)}")
     if args.json:
         correct = radii[radii > 0]
-        write_json(args.json, {
+        write_results(args, {
             "checkpoint": args.checkpoint, "lipschitz_bound": float(bound),
             "guarantee": bound.guarantee, "last_layer": args.last_layer, "points": len(y),
             "clean_accuracy": accuracy[0.0],
             "median_radius_certified": float(correct.median()) if correct.numel() else 0.0,
             "certified_accuracy": [{"eps": e, "accuracy": accuracy[e]} for e in args.eps],
         })
-        print(f"wrote {args.json}")
     return 0

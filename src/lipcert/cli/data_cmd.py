@@ -38,7 +38,7 @@ def run_list(args: argparse.Namespace) -> int:
         sizes = " / ".join(str(meta.sizes[s]) for s in data.registry.SPLITS)
         where = "embedded" if meta.embedded else "local (--root)"
         rows.append([name, "x".join(map(str, meta.shape)), meta.num_classes, sizes, where])
-    print(format_table(rows, ["name", "shape", "classes", "train / test", "source"]))
+    print(format_table(rows, ["name", "shape", "classes", "train / test", "source"], args.table))
     return 0
 
 
@@ -68,7 +68,7 @@ def run_show(args: argparse.Namespace) -> int:
           f"values in [{images.min().item():.3g}, {images.max().item():.3g}]")
     print(f"source: {meta.source}")
     rows = [[i, meta.classes[i], int(n)] for i, n in enumerate(counts)]
-    print(format_table(rows, ["label", "class", "count"]))
+    print(format_table(rows, ["label", "class", "count"], args.table))
     if args.out:
         grid = sample_grid(images, args.samples)
         fig, ax = new_figure(6, 6)

@@ -110,7 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
     if last["certified_accuracy"] is not None:
         rows += [[f"certified accuracy at eps={config.eps:g}", last["certified_accuracy"]],
                  ["Lipschitz upper bound", last["lipschitz_upper"]]]
-    print(format_table(rows, [f"after epoch {last['epoch']}", "value"]))
+    print(format_table(rows, [f"after epoch {last['epoch']}", "value"], args.table))
     where = result.model_file or result.out
     print(f"checkpoint: {where}; log: {result.out / 'log.jsonl'}")
     return 0
@@ -139,6 +139,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
           f"{demo.lipschitz_upper:.4f}] (lower: gradient-norm search; upper: sound bound)")
     print(f"clean accuracy: {demo.clean_accuracy:.3f}")
     rows = [[f"{eps:g}", acc] for eps, acc in demo.certified.items()]
-    print(format_table(rows, ["l2 radius", "certified accuracy"]))
+    print(format_table(rows, ["l2 radius", "certified accuracy"], args.table))
     print(f"curve: {demo.curve}; model: {demo.train.model_file}")
     return 0
