@@ -10,7 +10,6 @@ import warnings
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from lipcert.cli._common import (
     FIGURE_SUFFIXES,
@@ -24,6 +23,7 @@ from lipcert.cli._common import (
     write_results,
 )
 from lipcert.errors import BadInputError
+from lipcert.progress import progress_bar
 from lipcert.report import format_table, new_figure, save_figure
 
 NORMS = {"2": 2.0, "inf": math.inf}
@@ -159,7 +159,7 @@ def run_audit(args: argparse.Namespace) -> int:
     bound = lipschitz_bound(model, x[:1])
     parts = []
     # Batch by batch, so that the bar moves: each batch is certified, then attacked.
-    with tqdm(total=len(y), desc="audit", unit="point", disable=not args.progress) as bar:
+    with progress_bar(total=len(y), desc="audit", unit="point", enabled=args.progress) as bar:
         for i in range(0, len(y), args.batch_size):
             xb, yb = x[i : i + args.batch_size], y[i : i + args.batch_size]
             radii = lipschitz_radii(model, xb, yb, bound=bound)

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii, write_results
 from lipcert.errors import BadInputError
+from lipcert.progress import progress_bar
 
 
 def register(subparsers) -> None:
@@ -37,8 +37,8 @@ def certify_batches(model, x: torch.Tensor, y: torch.Tensor, bound, batch_size: 
         raise BadInputError(f"--batch-size must be >= 1, got {batch_size}.")
     radii = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(y), batch_size), desc="certify", unit="batch",
-                          disable=not progress):
+        for start in progress_bar(range(0, len(y), batch_size), desc="certify", unit="batch",
+                                  enabled=progress):
             logits = model(x[start : start + batch_size])
             radii.append(margin_radii(logits, bound, y[start : start + batch_size], last_layer))
     return torch.cat(radii)

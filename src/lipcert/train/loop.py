@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from lipcert.errors import BadInputError, CheckpointError, LipcertError, UnsupportedLayerError
 from lipcert.losses import lipschitz_penalty
 from lipcert.losses.penalty import PENALTY_METHODS
+from lipcert.progress import progress_bar
 from lipcert.train import checkpointing
 from lipcert.train.batches import dataset_tensors, epoch_batches
 from lipcert.train.distributed import (
@@ -263,7 +263,8 @@ def train(
         penalty: weight of :func:`lipcert.losses.lipschitz_penalty` added to the loss.
         penalty_method: ``"gram"`` or ``"toeplitz"`` for the penalty's bound.
         stop_after: stop once this many epochs (counted from 1) are done, as if interrupted.
-        progress: show a tqdm bar per epoch (rank 0 only).
+        progress: show a progress bar per epoch (rank 0 only; one line per epoch when
+            standard error is not a terminal).
         dataset_name: recorded in the model checkpoint.
 
     Raises :class:`lipcert.LipcertError` before any training step for bad arguments, data the
@@ -351,10 +352,8 @@ def run_epoch(
     dataset = torch.utils.data.TensorDataset(images, labels)
     batches = epoch_batches(dataset, batch_size=rank_batch, seed=seed, epoch=epoch, world=world)
     steps = math.ceil((len(labels) // world.size) / rank_batch)
-    bar = tqdm(
-        total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-        disable=not (progress and world.is_main), dynamic_ncols=True,
-    )
+    bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       enabled=progress and world.is_main)
     totals = torch.zeros(3, dtype=torch.float64)
     net.train()
     for index in batches:
