@@ -44,7 +44,8 @@ def test_unsupported_module_names_its_path_and_the_fix():
     (lambda x: x.transpose(0, 1), "batch"),
     (lambda x: x[0:1], "batch"),
     (lambda x: x[:, torch.tensor([0, 0, 1])], "slices"),
-    (lambda x: torch.sort(x, dim=1).values, "no Lipschitz rule"),
+    (lambda x: torch.sort(x, dim=1).indices * 1.0, "indices"),  # .values has a rule
+    (lambda x: torch.sort(x, dim=0).values, "batch"),
     (lambda x: x / x.norm(dim=1, keepdim=True), "no Lipschitz rule"),
     (lambda x: F.dropout(x, 0.5), "training=True"),
     (lambda x: x.floor(), "no Lipschitz rule"),

@@ -77,7 +77,8 @@ def test_max_pooling_count_is_attained():
 def test_activation_bound_is_the_largest_slope(module):
     grid = torch.linspace(-12, 12, 200_001, requires_grad=True)
     (slopes,) = torch.autograd.grad(module(grid).sum(), grid)
-    bound = float(apply_rule(module, torch.Size((1, 1)), "act"))
+    # (Softplus is accepted only where its threshold jump hides below the dtype's rounding)
+    bound = float(apply_rule(module, torch.Size((1, 1)), "act", torch.float32))
     assert float(slopes.abs().max()) <= bound
     assert bound <= float(slopes.abs().max()) * 1.005
 
@@ -209,7 +210,8 @@ def test_softplus_with_a_small_threshold_is_refused(threshold):
     for model in (nn.Softplus(threshold=threshold), Functional()):
         with pytest.raises(UnsupportedLayerError, match="threshold"):
             lipschitz_bound(model, torch.randn(2, 3))
-    assert float(lipschitz_bound(nn.Softplus(beta=0.5), torch.randn(2, 3))) == 1.0
+    assert float(lipschitz_bound(nn.Softplus(beta=0.5), torch.randn(2, 3,
+                                                                 dtype=torch.float32))) == 1.0
 
 
 @pytest.mark.parametrize("layer, shape", [

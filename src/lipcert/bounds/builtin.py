@@ -18,7 +18,7 @@ from lipcert.bounds.pooling import (
     linear_pool_bound,
     max_pool_bound,
 )
-from lipcert.bounds.rules import register_rule
+from lipcert.bounds.rules import input_dtype, register_rule
 from lipcert.errors import UnsupportedLayerError
 from lipcert.linalg import conv_norm, operator_norm
 from lipcert.linalg.result import NormBound
@@ -89,25 +89,34 @@ def layer_norm_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
 
 
 # Softplus switches to the identity where beta x > threshold, with a jump of
-# log(1 + exp(-threshold)) / |beta| there: a discontinuity, so not Lipschitz at all. The jump
-# is ``log1p(exp(-t)) / t`` relative to the output at the switch, 1e-10 for the default t = 20
-# (far below float32 rounding); above this relative size the rule refuses.
-SOFTPLUS_MAX_RELATIVE_JUMP = 1e-8
+# log(1 + exp(-threshold)) / |beta| there: a discontinuity, so not Lipschitz at all. Relative
+# to the output t / |beta| at the switch the jump is ``log1p(exp(-t)) / t`` (1e-10 for the
+# default t = 20). The rule accepts it only where the jump is below a quarter of the machine
+# epsilon of the dtype the layer computes in, i.e. below half an ulp of the output there:
+# rounding then hides it (float32 at t = 20: yes; float64: no, 2e-9 flips float64 radii).
+SOFTPLUS_JUMP_EPS_FRACTION = 0.25
 
 
-def softplus_slope(beta: float, threshold: float) -> NormBound:
-    """1 (the largest slope) when the jump at ``threshold`` is negligible, else refused."""
+def softplus_slope(beta: float, threshold: float,
+                   dtype: torch.dtype = torch.float64) -> NormBound:
+    """1 (the largest slope) when the jump at ``threshold`` is hidden by the rounding of
+    ``dtype`` (the dtype Softplus computes in), else refused."""
     t = float(threshold)
-    if float(beta) == 0.0 or t <= 0 or math.log1p(math.exp(-t)) / t > SOFTPLUS_MAX_RELATIVE_JUMP:
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(torch.float64).eps
+    if float(beta) == 0.0 or t <= 0 or (math.log1p(math.exp(-t)) / t
+                                        > SOFTPLUS_JUMP_EPS_FRACTION * eps):
         raise UnsupportedLayerError(
-            f"Softplus(beta={beta}, threshold={threshold}) jumps by log(1 + exp(-threshold)) / "
-            f"|beta| where it switches to the identity, so it is not Lipschitz; use a threshold "
-            f">= 17 (the default is 20).")
+            f"Softplus(beta={beta}, threshold={threshold}) in {dtype} jumps by "
+            "log(1 + exp(-threshold)) / |beta| where it switches to the identity, a "
+            "discontinuity above the rounding of that dtype, so it is not Lipschitz. In "
+            "float32 use a threshold >= 17 (the default is 20); in float64 no threshold torch "
+            "accepts hides the jump: use another smooth activation (e.g. ELU, SiLU).")
     return _constant(1.0)
 
 
 def softplus_rule(module: nn.Softplus, input_shape: torch.Size) -> NormBound:
-    return softplus_slope(module.beta, module.threshold)
+    """1 where the threshold jump is below the input dtype's rounding (see softplus_slope)."""
+    return softplus_slope(module.beta, module.threshold, input_dtype())
 
 
 def leaky_relu_rule(module: nn.LeakyReLU, input_shape: torch.Size) -> NormBound:

@@ -23,7 +23,13 @@ from torch import fx, nn
 import lipcert.bounds.builtin as builtin
 from lipcert.bounds.ops import HANDLERS, OpContext, Step, describe, is_shape_query
 from lipcert.bounds.report import LastLinear, LayerBound, LipschitzReport
-from lipcert.bounds.rules import apply_rule, find_rule, has_rule
+from lipcert.bounds.rules import (
+    apply_rule,
+    check_forward_intact,
+    check_no_global_hooks,
+    find_rule,
+    has_rule,
+)
 from lipcert.errors import BadInputError, LipcertError, UnsupportedLayerError, check_finite
 
 PROBE_BATCH = 2  # samples run through the graph: enough to tell the batch dimension apart
@@ -95,6 +101,7 @@ class _BoundInterpreter(fx.Interpreter):
 
     def __init__(self, graph_module: fx.GraphModule, prefix: str = ""):
         super().__init__(graph_module)
+        self.extra_traceback = False  # lipcert errors stay one line (no fx node dump)
         self.prefix = prefix
         self.running: dict[fx.Node, torch.Tensor] = {}
         self.steps: dict[fx.Node, Step] = {}
@@ -190,7 +197,7 @@ class _BoundInterpreter(fx.Interpreter):
                 f"module {path!r} takes several input-dependent arguments; lipcert's module "
                 "rules bound maps of one tensor."
             )
-        bound = apply_rule(module, args[0].shape, path)
+        bound = apply_rule(module, args[0].shape, path, args[0].dtype)
         local = bound.value.to(dtype=torch.float64, device=self.running[source].device)
         return Step(local * self.running[source], local, bound.guarantee, bound.method,
                     isometry=isinstance(module, builtin.ISOMETRY_TYPES),
@@ -198,12 +205,24 @@ class _BoundInterpreter(fx.Interpreter):
 
     def _check_result(self, node: fx.Node, result: Any) -> None:
         pieces = result if isinstance(result, (tuple, list)) else [result]
+        if isinstance(result, (tuple, list)):
+            # a tuple may carry integer pieces (sort indices): they are refused where a
+            # later node reads them, as that node's result
+            pieces = [p for p in result if torch.is_tensor(p) and p.is_floating_point()] or [None]
         for piece in pieces:
             if not (torch.is_tensor(piece) and piece.is_floating_point()):
                 raise UnsupportedLayerError(
                     f"node {self.prefix}{node.name!r} ({describe(node)}) turns the input into "
                     f"{type(piece).__name__} values that are not floating-point tensors; its "
                     "output is not a Lipschitz function of the input."
+                )
+            if _below_float32(piece.dtype):
+                # Any op that rounds below float32 (a cast, sum/mean/softmax(dtype=...)):
+                # rounding is a step function, not Lipschitz at the scale of certificates.
+                raise UnsupportedLayerError(
+                    f"node {self.prefix}{node.name!r} ({describe(node)}) computes in "
+                    f"{piece.dtype}; rounding below float32 precision is not Lipschitz at the "
+                    "scale of certificates. Keep the computation in float32 or float64."
                 )
             if piece.dim() == 0 or piece.shape[0] != self.batch:
                 raise UnsupportedLayerError(
@@ -348,7 +367,7 @@ def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
     # Run the module first: reparametrization hooks (torch's spectral_norm / weight_norm)
     # recompute .weight on each forward, and the rule must read the weight the module uses.
     output = model(x)
-    bound = apply_rule(model, x.shape, name)
+    bound = apply_rule(model, x.shape, name, x.dtype)
     value = bound.value.to(dtype=torch.float64, device=x.device)
     if not torch.is_tensor(output) or output.dim() == 0 or output.shape[0] != x.shape[0]:
         raise BadInputError(f"{name!r} must return one tensor of shape (batch, ...).")
@@ -380,12 +399,35 @@ def _guarantee(steps: list[Step]) -> str:
     return "exact" if sum(not s.isometry for s in steps) <= 1 else "upper"
 
 
+def _below_float32(dtype: torch.dtype) -> bool:
+    """True for floating dtypes less precise than float32 (float16, bfloat16, float8)."""
+    return dtype.is_floating_point and torch.finfo(dtype).eps > torch.finfo(torch.float32).eps
+
+
+def _check_precision(module: nn.Module, path: str) -> None:
+    """Refuse weights below float32: rounding to half / bfloat16 is a step function whose
+    jumps (a relative 1e-3) dwarf the margins certificates rely on."""
+    for name, tensor in [*module.named_parameters(recurse=False),
+                         *module.named_buffers(recurse=False)]:
+        if _below_float32(tensor.dtype):
+            raise UnsupportedLayerError(
+                f"{path}.{name} is {tensor.dtype}; lipcert bounds models computing in float32 "
+                "or float64 (rounding below float32 precision is not Lipschitz at the scale of "
+                "certificates). Call model.float() (or .double()) first."
+            )
+
+
 def _probe(example_input: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(example_input) or not example_input.is_floating_point():
         raise BadInputError("example_input must be a floating-point tensor of shape (batch, ...).")
     if example_input.dim() < 1 or example_input.shape[0] == 0:
         raise BadInputError("example_input needs a batch dimension with at least one sample.")
     check_finite(example_input, "example_input")
+    if _below_float32(example_input.dtype):
+        raise UnsupportedLayerError(
+            f"example_input is {example_input.dtype}; lipcert bounds models computing in "
+            "float32 or float64. Pass a float32 (or float64) example and model."
+        )
     probe = example_input[:PROBE_BATCH]
     return probe.repeat(PROBE_BATCH, *([1] * (probe.dim() - 1)))[:PROBE_BATCH]
 
@@ -411,7 +453,10 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
     """
     if not isinstance(model, nn.Module):
         raise BadInputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_no_global_hooks()
     for path, module in model.named_modules():
+        check_forward_intact(module, path or type(model).__name__)
+        _check_precision(module, path or type(model).__name__)
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
             # Refuse before the example runs: a forward pass would update its running stats.
             raise UnsupportedLayerError(

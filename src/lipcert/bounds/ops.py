@@ -147,26 +147,36 @@ def _dims(value: Any, ndim: int) -> list[int]:
 # ---- elementwise activations and module equivalents ------------------------------------
 
 
+def _elementwise(ctx: OpContext, slope: float | torch.Tensor, guarantee: str) -> Step:
+    """An elementwise map of largest slope ``slope``. Tensor arguments (``clamp`` bounds) may
+    broadcast the input to a larger shape, repeating each entry ``r`` times: sqrt(r) more."""
+    repeat = _expansion(ctx.input_value(), ctx.result)
+    if repeat > 1.0:
+        return ctx.unary(ctx.as_bound(slope) * repeat, "upper", "max slope x sqrt(broadcast)")
+    return ctx.unary(slope, guarantee, "max slope")
+
+
 def _slope(value: float, guarantee: str = "exact") -> Handler:
     def handler(ctx: OpContext) -> Step:
-        return ctx.unary(value, guarantee, "max slope")
+        return _elementwise(ctx, value, guarantee)
 
     return handler
 
 
 def _leaky_relu(ctx: OpContext) -> Step:
-    return ctx.unary(max(1.0, abs(ctx.normalized().get("negative_slope", 0.01))), "exact",
-                     "max slope")
+    return _elementwise(ctx, max(1.0, abs(ctx.normalized().get("negative_slope", 0.01))),
+                        "exact")
 
 
 def _elu(ctx: OpContext) -> Step:
-    return ctx.unary(max(1.0, abs(ctx.normalized().get("alpha", 1.0))), "exact", "max slope")
+    return _elementwise(ctx, max(1.0, abs(ctx.normalized().get("alpha", 1.0))), "exact")
 
 
 def _softplus(ctx: OpContext) -> Step:
     kwargs = ctx.normalized()
-    bound = softplus_slope(kwargs.get("beta", 1.0), kwargs.get("threshold", 20.0))
-    return ctx.unary(bound.value, bound.guarantee, "max slope")
+    bound = softplus_slope(kwargs.get("beta", 1.0), kwargs.get("threshold", 20.0),
+                           ctx.input_value().dtype)
+    return _elementwise(ctx, bound.value, bound.guarantee)
 
 
 def _via_module(factory: Callable[[dict[str, Any]], nn.Module]) -> Handler:
@@ -175,7 +185,8 @@ def _via_module(factory: Callable[[dict[str, Any]], nn.Module]) -> Handler:
     def handler(ctx: OpContext) -> Step:
         kwargs = ctx.normalized()
         kwargs.pop("input")
-        bound = apply_rule(factory(kwargs), ctx.input_value().shape, ctx.name)
+        bound = apply_rule(factory(kwargs), ctx.input_value().shape, ctx.name,
+                           ctx.input_value().dtype)
         return ctx.unary(bound.value, bound.guarantee, bound.method)
 
     return handler
@@ -258,6 +269,80 @@ def _transpose(ctx: OpContext) -> Step:
     return _reshape(ctx)
 
 
+def _movedim(ctx: OpContext) -> Step:
+    """``movedim`` / ``moveaxis``: a permutation of the entries, unless it moves dim 0."""
+    ndim = ctx.input_value().dim()
+    source = ctx.args[1] if len(ctx.args) > 1 else ctx.kwargs["source"]
+    destination = ctx.args[2] if len(ctx.args) > 2 else ctx.kwargs["destination"]
+    if 0 in _dims(source, ndim) + _dims(destination, ndim):
+        _refuse_batch(ctx, "moves")
+    return _reshape(ctx)
+
+
+def _swapaxes(ctx: OpContext) -> Step:
+    ndim = ctx.input_value().dim()
+    dims = list(ctx.args[1:3]) + [v for k, v in ctx.kwargs.items() if k != "input"]
+    if len(dims) != 2 or 0 in _dims(dims, ndim):
+        _refuse_batch(ctx, "moves")
+    return _reshape(ctx)
+
+
+def _unflatten(ctx: OpContext) -> Step:
+    dim = ctx.args[1] if len(ctx.args) > 1 else ctx.kwargs["dim"]
+    if int(dim) % ctx.input_value().dim() == 0:
+        _refuse_batch(ctx, "splits")
+    return _reshape(ctx)
+
+
+def _dim_argument(ctx: OpContext, position: int, default: int | None = None) -> int:
+    """The ``dim`` argument of a method / function call, by keyword or position."""
+    if "dim" in ctx.kwargs:
+        return int(ctx.kwargs["dim"])
+    if len(ctx.args) > position:
+        return int(ctx.args[position])
+    if default is None:
+        raise UnsupportedLayerError(f"node {ctx.name!r} ({describe(ctx.node)}): could not read "
+                                    "its dim argument.")
+    return default
+
+
+def _selection_along(position: int, default: int | None = None) -> Handler:
+    """``unbind`` / ``narrow`` / ``select`` / ``tensor_split``: pieces of the input along a
+    non-batch dim, each 1-Lipschitz (views: in-place writes to them are tracked)."""
+
+    def handler(ctx: OpContext) -> Step:
+        if _dim_argument(ctx, position, default) % ctx.input_value().dim() == 0:
+            _refuse_batch(ctx, "splits")
+        return ctx.unary(1.0, "upper", "selection")
+
+    return handler
+
+
+def _sort(ctx: OpContext) -> Step:
+    """``sort(dim)`` values: sorting each vector along a non-batch dim is 1-Lipschitz in l2
+    (GroupSort, arXiv 1811.05381); the integer indices are refused where they are used."""
+    if _dim_argument(ctx, 1, -1) % ctx.input_value().dim() == 0:
+        _refuse_batch(ctx, "sorts along")
+    return ctx.unary(1.0, "exact", "sorting")
+
+
+def _attribute(ctx: OpContext) -> Step:
+    """``result.values`` of sort (the selection of one piece of a named tuple)."""
+    if ctx.args[1] != "values":
+        raise UnsupportedLayerError(
+            f"node {ctx.name!r} reads attribute {ctx.args[1]!r} of an input-dependent value; "
+            "lipcert has no rule for it."
+        )
+    return ctx.unary(1.0, "upper", "selection")
+
+
+def _replicate(ctx: OpContext) -> Step:
+    """``expand`` / ``expand_as`` / ``broadcast_to`` / ``repeat``: each entry appears ``r``
+    times, so the l2 norm of a change grows by exactly sqrt(r)."""
+    repeat = _expansion(ctx.input_value(), ctx.result)
+    return ctx.unary(repeat, "exact", "replication")
+
+
 def _getitem(ctx: OpContext) -> Step:
     source, index = ctx.args[0], ctx.args[1]
     if torch.is_tensor(source):
@@ -301,9 +386,9 @@ def _reduce(scale: Callable[[int], float]) -> Handler:
 
 def _expansion(value: Any, result: torch.Tensor) -> float:
     """sqrt(times each entry is repeated when ``value`` is broadcast to ``result``)."""
-    if not torch.is_tensor(value) or value.numel() == 0:
+    if not torch.is_tensor(value) or value.numel() == 0 or not torch.is_tensor(result):
         return 1.0
-    return math.sqrt(result.numel() / value.numel())
+    return math.sqrt(max(result.numel() / value.numel(), 1.0))
 
 
 def _operands(ctx: OpContext) -> tuple[Any, Any, Any, Any]:
@@ -382,7 +467,16 @@ def _concatenate(new_axis: bool) -> Handler:
         if dim == 0:
             _refuse_batch(ctx, "stacks along" if new_axis else "concatenates along")
         tensors = ctx.node.args[0] if ctx.node.args else ctx.node.kwargs["tensors"]
-        bounds = [b for b in (ctx.bound_of(t) for t in tensors) if b is not None]
+        values = ctx.args[0] if ctx.args else ctx.kwargs["tensors"]
+        if not all(torch.is_tensor(v) and v.is_floating_point() for v in values):
+            raise UnsupportedLayerError(
+                f"node {ctx.name!r} ({describe(ctx.node)}) joins tensors that are not all "
+                "floating point (e.g. sort indices); that is not a Lipschitz function.")
+        if isinstance(tensors, fx.Node):  # a tuple node (``torch.cat(x.chunk(2, 1), 1)``)
+            # its bound holds for each piece: the root of the sum of squares over the pieces
+            bounds = [ctx.running[tensors]] * len(values)
+        else:
+            bounds = [b for b in (ctx.bound_of(t) for t in tensors) if b is not None]
         total = torch.sqrt(sum(b * b for b in bounds))
         return Step(total, total, "upper", "root of the sum of squared bounds",
                     combine=len(bounds) > 1)
@@ -441,6 +535,15 @@ HANDLERS: dict[Any, Handler] = {
     **_all((torch.transpose, "transpose"), _transpose),
     operator.getitem: _getitem,
     **_all((torch.chunk, "chunk", torch.split, "split"), _split),
+    **_all((torch.movedim, "movedim", torch.moveaxis, "moveaxis"), _movedim),
+    **_all((torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"), _swapaxes),
+    **_all((torch.unflatten, "unflatten"), _unflatten),
+    **_all((torch.unbind, "unbind"), _selection_along(1, 0)),
+    **_all((torch.narrow, "narrow", torch.select, "select"), _selection_along(1)),
+    **_all((torch.tensor_split, "tensor_split"), _selection_along(2, 0)),
+    **_all((torch.sort, "sort"), _sort),
+    builtins.getattr: _attribute,
+    **_all(("expand", "expand_as", torch.broadcast_to, "broadcast_to", "repeat"), _replicate),
     **_all((torch.mean, "mean"), _reduce(lambda n: 1.0 / math.sqrt(n))),
     **_all((torch.sum, "sum"), _reduce(math.sqrt)),
     **_all((operator.add, torch.add, "add", operator.sub, torch.sub, "sub", operator.iadd,

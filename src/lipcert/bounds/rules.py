@@ -9,6 +9,7 @@ return an ``estimate``; :func:`apply_rule` refuses one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -18,10 +19,18 @@ from lipcert.linalg.result import NormBound
 
 ModuleRule = Callable[[nn.Module, torch.Size], NormBound]
 
+_INPUT_DTYPE: ContextVar[torch.dtype | None] = ContextVar("lipcert_rule_input_dtype", default=None)
+
+
+def input_dtype() -> torch.dtype:
+    """The dtype of the input the module being bounded receives, for rules whose answer
+    depends on it (a jump hidden below that dtype's rounding); float64 when unknown."""
+    return _INPUT_DTYPE.get() or torch.float64
+
 _MODULE_RULES: dict[type, ModuleRule] = {}
 
 # Methods whose override in a subclass changes what a registered base class computes.
-_BEHAVIOUR_METHODS = ("forward", "_conv_forward")
+_BEHAVIOUR_METHODS = ("forward", "_conv_forward", "__call__", "_call_impl")
 
 HOW_TO_ADD = (
     "Add a rule with lipcert.bounds.register_rule({name}, fn), where fn(module, input_shape) "
@@ -52,9 +61,12 @@ def _own_lipschitz_bound(module: nn.Module, input_shape: torch.Size) -> NormBoun
 
 
 def find_rule(module: nn.Module) -> ModuleRule | None:
-    """The rule for ``module``: registered for its class (or a base class whose behaviour it
-    keeps, e.g. a class created by ``torch.nn.utils.parametrize``), else its own
-    ``lipschitz_bound`` method; None if it has neither."""
+    """The rule for ``module``, the most specific class first along its MRO: a rule
+    registered for that class, or a ``lipschitz_bound`` method the class defines itself (so
+    ``AOLConv2d.lipschitz_bound`` wins over the rule registered for its base ``nn.Conv2d``).
+    A rule registered for a base class is used only if the module keeps that base's
+    behaviour (e.g. a class created by ``torch.nn.utils.parametrize``). Last, a
+    ``lipschitz_bound`` set on the instance. None if there is no rule."""
     cls = type(module)
     for base in cls.__mro__:
         if base in _MODULE_RULES:
@@ -63,6 +75,8 @@ def find_rule(module: nn.Module) -> ModuleRule | None:
             ):
                 return _MODULE_RULES[base]
             break
+        if callable(vars(base).get("lipschitz_bound")):
+            return _own_lipschitz_bound
     if callable(getattr(module, "lipschitz_bound", None)):
         return _own_lipschitz_bound
     return None
@@ -73,22 +87,84 @@ def has_rule(module: nn.Module) -> bool:
     return find_rule(module) is not None
 
 
-def _check_hooks(module: nn.Module, path: str) -> None:
-    """Refuse forward hooks: they can change the output behind the rule's back."""
-    # torch's legacy reparametrizations only recompute .weight, which the rule then reads.
-    allowed = ("SpectralNorm", "WeightNorm")
-    pre = [h for h in module._forward_pre_hooks.values() if type(h).__name__ not in allowed]
+def _legitimate_pre_hook_types() -> tuple[type, ...]:
+    """torch's own reparametrization hooks, by class object (a look-alike class named the
+    same is NOT one of them): they only recompute ``.weight``, which the rule then reads."""
+    import importlib
+
+    from torch.nn.utils import prune
+
+    spectral = importlib.import_module("torch.nn.utils.spectral_norm").SpectralNorm
+    weight_norm = importlib.import_module("torch.nn.utils.weight_norm").WeightNorm
+    pruning = (prune.Identity, prune.RandomUnstructured, prune.L1Unstructured,
+               prune.RandomStructured, prune.LnStructured, prune.CustomFromMask,
+               prune.PruningContainer)
+    return (spectral, weight_norm, *pruning)
+
+
+_LEGITIMATE_PRE_HOOKS = _legitimate_pre_hook_types()
+
+# Global (all-module) hooks that run during a forward pass and may change its values.
+_GLOBAL_FORWARD_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks")
+
+
+def _calls_forward_plainly(module: nn.Module) -> bool:
+    """True if calling ``module`` runs its class's ``forward`` through nn.Module.__call__."""
+    from torch import fx
+
+    if "forward" in vars(module):  # ``module.forward = wrapper`` (the accelerate pattern)
+        return False
+    call = type(module).__call__
+    if call is nn.Module.__call__:
+        return True
+    # GraphModule installs its own __call__ that only forwards to nn.Module.__call__ unless
+    # the class defined one itself (then ``cls_call`` is set).
+    wrapped = getattr(module, "_wrapped_call", None)
+    return isinstance(module, fx.GraphModule) and getattr(wrapped, "cls_call", True) is None
+
+
+def check_forward_intact(module: nn.Module, path: str) -> None:
+    """Refuse a module whose call may compute something else than its class's ``forward``:
+    forward hooks, forward pre-hooks other than torch's reparametrizations (spectral_norm,
+    weight_norm, pruning; identified by their class object), an instance attribute
+    ``forward`` or an overridden ``__call__``. The rules and the tracer read ``forward``."""
+    what = f"module {path!r} ({type(module).__name__})"
+    if not _calls_forward_plainly(module):
+        raise UnsupportedLayerError(
+            f"{what} replaces forward on the instance or overrides __call__, so calling it may "
+            "compute something else than its forward; lipcert cannot bound it. Remove the "
+            "wrapper (e.g. accelerate's remove_hook_from_module) before computing the bound."
+        )
+    pre = [h for h in module._forward_pre_hooks.values()
+           if type(h) not in _LEGITIMATE_PRE_HOOKS]
     if module._forward_hooks or pre:
         raise UnsupportedLayerError(
-            f"module {path!r} ({type(module).__name__}) has forward hooks, which may change its "
-            "output; lipcert cannot bound it. Remove the hooks before computing the bound."
+            f"{what} has forward hooks, which may change its output; lipcert cannot bound it. "
+            "Remove the hooks before computing the bound."
         )
 
 
-def apply_rule(module: nn.Module, input_shape: torch.Size, path: str) -> NormBound:
+def check_no_global_hooks() -> None:
+    """Refuse while global module hooks (``register_module_forward_hook`` /
+    ``register_module_forward_pre_hook``) are installed: they run on every module call."""
+    from torch.nn.modules import module as module_py
+
+    if any(getattr(module_py, name, None) for name in _GLOBAL_FORWARD_HOOKS):
+        raise UnsupportedLayerError(
+            "global module forward hooks are installed (torch.nn.modules.module."
+            "register_module_forward_hook / register_module_forward_pre_hook); they run on "
+            "every module and may change its output, so lipcert cannot bound the model. "
+            "Remove them (handle.remove()) before computing the bound."
+        )
+
+
+def apply_rule(module: nn.Module, input_shape: torch.Size, path: str,
+               input_dtype: torch.dtype | None = None) -> NormBound:
     """Run the rule of ``module`` (named ``path``) and check what it returns.
 
-    Raises :class:`UnsupportedLayerError` without a rule, :class:`UnsoundRequestError` for an
+    ``input_dtype`` is the dtype the module computes in (rules read it with
+    :func:`input_dtype`; unknown means the strictest, float64). Raises
+    :class:`UnsupportedLayerError` without a rule, :class:`UnsoundRequestError` for an
     estimate, and :class:`BadInputError` for NaN/Inf weights or bounds.
     """
     rule = find_rule(module)
@@ -98,11 +174,16 @@ def apply_rule(module: nn.Module, input_shape: torch.Size, path: str) -> NormBou
             f"no Lipschitz rule for module {path!r} of type {name}. "
             + HOW_TO_ADD.format(name=f"{type(module).__module__}.{name}")
         )
-    _check_hooks(module, path)
+    check_no_global_hooks()
+    check_forward_intact(module, path)
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if tensor.is_floating_point():
             check_finite(tensor, f"{path}.{name}")
-    bound = rule(module, torch.Size(input_shape))
+    token = _INPUT_DTYPE.set(input_dtype)
+    try:
+        bound = rule(module, torch.Size(input_shape))
+    finally:
+        _INPUT_DTYPE.reset(token)
     if not isinstance(bound, NormBound):
         raise BadInputError(
             f"the Lipschitz rule of {path!r} returned {type(bound).__name__}; rules must return "

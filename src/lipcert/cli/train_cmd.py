@@ -38,13 +38,15 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("device", str, "auto, cpu, cuda or cuda:N"),
     ("out", str, "run folder (log.jsonl, training state, model.safetensors)"),
     ("stop_after", int, "stop after this many epochs (the schedule still spans --epochs)"),
+    ("noise", str, "LAW:SIGMA, e.g. gaussian:0.25: train on noisy inputs (fresh noise per "
+     "sample and step) for randomized smoothing (`lipcert smooth`)"),
 )
 
 # Same names as the other commands: --root, and the same placeholders in --help.
 ALIASES = {"data_root": ("--root",)}
 METAVARS = {"model": "RECIPE", "data": "NAME", "data_root": "FOLDER", "out": "FOLDER",
             "epochs": "N", "batch_size": "N", "width": "N", "depth": "N", "ramp_epochs": "N",
-            "stop_after": "N", "penalty_method": "METHOD"}
+            "stop_after": "N", "penalty_method": "METHOD", "noise": "LAW:SIGMA"}
 
 
 def register(subparsers) -> None:

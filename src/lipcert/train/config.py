@@ -23,7 +23,8 @@ class TrainConfig:
     loss knobs ``offset``, ``temperature``, ``margin``, ``alpha``, ``ramp_epochs``,
     ``penalty``/``penalty_method``. Optimization: ``epochs``, ``batch_size``, ``lr``,
     ``weight_decay``, ``optimizer``, ``schedule``, ``seed``. Run: ``device``, ``out``,
-    ``resume``, ``certify``, ``stop_after``, ``progress``.
+    ``resume``, ``certify``, ``stop_after``, ``progress``. Noise augmentation for randomized
+    smoothing: ``noise`` (``"LAW:SIGMA"``, e.g. ``"gaussian:0.25"``; None for none).
     """
 
     model: str = "sll-s"
@@ -53,6 +54,7 @@ class TrainConfig:
     certify: bool = True
     stop_after: int | None = None
     progress: bool = True
+    noise: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -111,5 +113,9 @@ class TrainConfig:
                 math.isfinite(value) and value >= 0
             ):
                 raise BadInputError(f"{name} must be a finite number >= 0, got {value!r}.")
+        if self.noise is not None:
+            from lipcert.train.noise_augment import make_noise_augment
+
+            make_noise_augment(self.noise, self.seed)
         if self.lr == 0 or self.temperature == 0:
             raise BadInputError("lr and temperature must be > 0.")

@@ -30,6 +30,7 @@ from lipcert.train.distributed import (
     sum_over_ranks,
 )
 from lipcert.train.evaluation import evaluate
+from lipcert.train.noise_augment import NoiseAugment, make_noise_augment
 from lipcert.train.optim import OptimizerFactory, ScheduleFactory, make_optimizer, make_schedule
 
 LOG_FILE = "log.jsonl"
@@ -235,6 +236,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     dataset_name: str | None = None,
+    noise: str | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs and measure its certified accuracy every epoch.
 
@@ -266,12 +268,17 @@ def train(
         progress: show a progress bar per epoch (rank 0 only; one line per epoch when
             standard error is not a terminal).
         dataset_name: recorded in the model checkpoint.
+        noise: ``"LAW:SIGMA"`` (e.g. ``"gaussian:0.25"``) adds fresh noise of that law and
+            standard deviation to every training sample at every step (on the device, seeded
+            by ``seed``, epoch and step, so resume is exact): the training of base classifiers
+            for randomized smoothing (:mod:`lipcert.train.noise_augment`). Evaluation is clean.
 
     Raises :class:`lipcert.LipcertError` before any training step for bad arguments, data the
     model cannot classify, a model that cannot be certified (with ``certify=True``), or
     ``resume=True`` without a training state in ``out``.
     """
     check_arguments(epochs, eps, batch_size, penalty, penalty_method)
+    make_noise_augment(noise, seed)  # a bad spec fails before any work
     if resume and out is None:
         raise BadInputError("resume=True needs the run folder `out` to resume from.")
     if resume and checkpointing.saved_epoch(Path(out)) is None:
@@ -312,6 +319,7 @@ def train(
             net, model, images, labels, loss, opt, scheduler, epoch=epoch, epochs=epochs,
             rank_batch=rank_batch, seed=seed, world=world, device=device, eps=eps,
             certify=certify, test_data=test_data, progress=progress,
+            augment=make_noise_augment(noise, seed, world.rank),
             penalty=(lambda x: penalty * lipschitz_penalty(model, x, penalty_method))
             if penalty > 0 else None,
         )
@@ -344,6 +352,7 @@ def run_epoch(
     test_data: Dataset,
     progress: bool,
     penalty: Callable[[torch.Tensor], torch.Tensor] | None,
+    augment: NoiseAugment | None = None,
 ) -> dict[str, Any]:
     """One epoch of training followed by evaluation on ``test_data``; returns the log record."""
     if hasattr(loss, "set_epoch"):
@@ -356,8 +365,10 @@ def run_epoch(
                        enabled=progress and world.is_main)
     totals = torch.zeros(3, dtype=torch.float64)
     net.train()
-    for index in batches:
+    for step, index in enumerate(batches):
         x, y = images[index].to(device), labels[index].to(device)
+        if augment is not None:
+            x = augment(x, epoch=epoch, step=step)
         logits = net(x)
         value = compute_loss(loss, logits, y, model, x)
         if penalty is not None:

@@ -49,4 +49,5 @@ def train_from_config(
         eps=config.eps, device=config.device, out=config.out, resume=config.resume,
         certify=config.certify, penalty=config.penalty, penalty_method=config.penalty_method,
         stop_after=config.stop_after, progress=config.progress, dataset_name=config.data,
+        noise=config.noise,
     )
