@@ -72,7 +72,7 @@ def test_a_run_folder_stands_for_its_model_file(digits_run, tmp_path, capsys):
     (["attack", "{ckpt}", "--eps", "inf"], ["--eps", "finite"]),
     (["certify", "{ckpt}", "--eps", "1", "--limit", "0"], ["--limit must be >= 1"]),
     (["audit", "{ckpt}", "--batch-size", "0"], ["--batch-size must be >= 1"]),
-    (["attack", "{ckpt}", "--eps", "1", "--steps", "-1"], ["--steps must be >= 0"]),
+    (["attack", "{ckpt}", "--eps", "1", "--steps", "0"], ["--steps must be >= 1"]),
     (["attack", "{ckpt}", "--eps", "1", "--restarts", "0"], ["--restarts must be >= 1"]),
     (["attack", "{ckpt}", "--eps", "1", "--norm", "inf", "--attack", "deepfool"],
      ["l2 attack", "--norm 2"]),

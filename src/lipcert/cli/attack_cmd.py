@@ -126,7 +126,7 @@ def run_attack(args: argparse.Namespace) -> int:
     from lipcert.attacks import robust_accuracy
 
     check_radii(args.eps)
-    check_int(args, "steps", 0)
+    check_int(args, "steps", 1)  # 0 steps would report the clean accuracy as robust
     check_int(args, "restarts", 1)
     if args.attack != "pgd" and args.norm != "2":
         raise BadInputError(f"--attack {args.attack} is an l2 attack; use --norm 2 with it, or "
