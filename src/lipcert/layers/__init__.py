@@ -18,6 +18,7 @@ export a model to plain torch modules.
 | NormalizedLinear | unit-norm rows (last layer; NOT 1-Lipschitz as a layer) | |
 | CirculantLinear, DiagonalCirculantLinear, ToeplitzLinear | FFT structured maps (exact/upper norms) | arXiv 1901.10255, 2109.00959 |
 | OrthogonalCirculantLinear | circulant with unit-modulus spectrum (orthogonal) | arXiv 1901.10255 |
+| NoiseInjection | ``x + z``, fresh noise every forward (a random map: no Lipschitz bound) | arXiv 1902.01148 |
 """
 
 from lipcert.layers.activations import GroupSort, HouseholderActivation, MaxMin
@@ -25,6 +26,7 @@ from lipcert.layers.aol import AOLConv2d, AOLLinear
 from lipcert.layers.channels import FirstChannels, ZeroChannelPad
 from lipcert.layers.cpl import CPLConv2d, CPLLinear
 from lipcert.layers.export import to_vanilla
+from lipcert.layers.noise_injection import NoiseInjection
 from lipcert.layers.normalized import NormalizedLinear
 from lipcert.layers.orthogonal import CayleyConv2d, OrthogonalLinear
 from lipcert.layers.pooling import InvertibleDownsample, L2NormPool2d
@@ -56,6 +58,7 @@ __all__ = [
     "ZeroChannelPad",
     "FirstChannels",
     "NormalizedLinear",
+    "NoiseInjection",
     "to_vanilla",
     "CirculantLinear",
     "DiagonalCirculantLinear",
