@@ -115,11 +115,16 @@ def test_python_dash_m_lipcert_cli():
     assert result.returncode == 0 and "--last-layer" in result.stdout
 
 
-def test_training_over_an_existing_run_says_so(tmp_path, capsys):
+def test_training_over_an_existing_run_is_refused_without_overwrite(tmp_path, capsys):
     argv = ["train", "--data", "digits", "--model", "sll-s", "--width", "4", "--depth", "1",
             "--epochs", "1", "--batch-size", "256", "--no-certify", "--no-progress", "--out",
             str(tmp_path / "run")]
     assert main(argv) == 0
-    assert "holds a training run" not in capsys.readouterr().err
-    assert main(argv) == 0
-    assert "holds a training run, which this run replaces" in capsys.readouterr().err
+    assert "training run" not in capsys.readouterr().err
+    before = (tmp_path / "run" / "log.jsonl").read_bytes()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "--overwrite" in err
+    assert (tmp_path / "run" / "log.jsonl").read_bytes() == before  # nothing touched
+    assert main([*argv, "--overwrite"]) == 0
+    assert "replacing the training run" in capsys.readouterr().err

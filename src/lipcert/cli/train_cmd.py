@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from lipcert.cli._common import DEVICE_HELP, check_int, check_output_folder, resolve_device
+from lipcert.errors import BadInputError
 from lipcert.report import format_table
 
 # Flags of `lipcert train`: (TrainConfig field, type, help). Defaults come from TrainConfig,
@@ -70,6 +71,9 @@ def register(subparsers) -> None:
                             default=argparse.SUPPRESS, help=text + shown)
     parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                         help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the training run already in --out (without it, lipcert "
+                        "refuses to overwrite one)")
     parser.add_argument("--no-certify", dest="certify", action="store_false",
                         default=argparse.SUPPRESS, help="skip certified accuracy (any model)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -103,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
     settings = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     config = (TrainConfig.from_toml(args.config, **settings) if args.config
               else TrainConfig.from_dict(settings, where="the command line"))
-    check_run_folder(config.out, config.device, config.resume)
+    check_run_folder(config.out, config.device, config.resume, args.overwrite)
     result = train_from_config(config)
     if not current_world().is_main or not result.history:
         return 0
@@ -118,16 +122,23 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_run_folder(out: str | None, device: str | None, resume: bool) -> None:
-    """Fail before training on an unusable --out or --device; say so when a run is
-    overwritten (without --resume)."""
+def check_run_folder(out: str | None, device: str | None, resume: bool,
+                     overwrite: bool = False) -> None:
+    """Fail before training on an unusable --out or --device, and on a folder that holds a
+    training run unless it is resumed (--resume) or replaced on purpose (--overwrite)."""
     check_output_folder(out)
     if device not in (None, "auto"):
         resolve_device(device)
-    state = Path(out) / "train_state.json" if out else None
-    if state is not None and state.exists() and not resume and os.environ.get("RANK", "0") == "0":
-        print(f"note: {out} holds a training run, which this run replaces (pass --resume to "
-              "continue it instead, or choose another --out).", file=sys.stderr)
+    if out is None or resume:
+        return
+    held = [name for name in ("train_state.json", "log.jsonl", "model.safetensors")
+            if (Path(out) / name).exists()]
+    if held and not overwrite:
+        raise BadInputError(f"--out {out} already holds a training run ({', '.join(held)}); "
+                            "pass --resume to continue it, --overwrite to replace it, or "
+                            "choose another --out.")
+    if held and os.environ.get("RANK", "0") == "0":
+        print(f"note: replacing the training run in {out} (--overwrite).", file=sys.stderr)
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
