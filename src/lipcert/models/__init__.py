@@ -9,9 +9,13 @@ lists the names and :func:`describe` says what each builds:
   models. Every module before the last layer is 1-Lipschitz; the last layer is a
   :class:`lipcert.layers.NormalizedLinear` (unit-norm rows), certified with its rows pairwise.
 - ``"lmt-mnist"``: the plain CNN of Kolter & Wong that LMT (arXiv 1802.04034) trains.
+- ``"dcnn-s"``: a deep diagonal-circulant network (arXiv 1901.10255; ``width``, ``depth``),
+  unconstrained; ``"dcnn-lip-s"``: its 1-Lipschitz variant (normalized DC input layer,
+  orthogonal circulant layers, MaxMin, normalized last layer). See
+  :mod:`lipcert.models.structured`.
 
 Every recipe takes ``in_channels``, ``image_size``, ``num_classes`` (defaults 1, 28, 10 for
-MNIST), ``width``, ``depth``, ``dense_width`` and ``dense_depth``.
+MNIST), ``width`` and ``depth``; the convolutional ones also ``dense_width`` and ``dense_depth``.
 
 ``save(model, path)`` writes ``path`` (safetensors weights) and a JSON spec beside it;
 ``load(path)`` rebuilds the recipe and fills it; ``read_spec(path)`` returns the spec (recipe,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lipcert.errors import BadInputError
-from lipcert.models import lipschitz, plain
+from lipcert.models import lipschitz, plain, structured
 
 SPEC_ATTRIBUTE = "lipcert_spec"
 """Name of the attribute where :func:`build` records ``{"recipe": name, "args": {...}}``."""
@@ -69,6 +69,17 @@ _REGISTRY: dict[str, Recipe] = {
             "2018, arXiv 1802.04034); unconstrained",
             plain.lmt_cnn, width=16, depth=2, dense_width=100, dense_depth=1,
         ),
+        _recipe(
+            "dcnn-s", "deep diagonal-circulant network (Araujo et al. 2019, arXiv 1901.10255): "
+            "flatten, depth DC layers of width units with Leaky-ReLU, DC head; unconstrained",
+            structured.dcnn_network, width=784, depth=2,
+        ),
+        _recipe(
+            "dcnn-lip-s", "Lipschitz diagonal-circulant network: normalized DC input layer, "
+            "orthogonal circulant layers, MaxMin, normalized last layer; 1-Lipschitz up to the "
+            "last layer",
+            structured.dcnn_lip_network, width=784, depth=2,
+        ),
     )
 }
 
@@ -121,7 +132,8 @@ def build(name: str, *, seed: int | None = None, **overrides: int) -> nn.Module:
     """Build model recipe ``name`` (one of :data:`RECIPES`), defaults sized for MNIST.
 
     Every recipe takes ``in_channels``, ``image_size`` (square images), ``num_classes``,
-    ``width``, ``depth``, ``dense_width`` and ``dense_depth``; see :func:`describe`. The
+    ``width`` and ``depth`` (the convolutional ones also ``dense_width`` and ``dense_depth``);
+    see :func:`describe`. The
     model is freshly initialized from torch's global generator, or, with ``seed``, from that
     seed without touching the global generator; it is in training mode, on the CPU, in float32,
     and records its recipe in ``model.lipcert_spec = {"recipe": name, "args": {...all
