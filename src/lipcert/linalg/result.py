@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from lipcert.errors import UnsoundRequestError
+from lipcert.errors import BadInputError, UnsoundRequestError
 
 Guarantee = Literal["exact", "upper", "estimate"]
 GUARANTEES: tuple[str, ...] = ("exact", "upper", "estimate")
@@ -34,9 +34,12 @@ class NormBound:
 
     def __post_init__(self) -> None:
         if self.guarantee not in GUARANTEES:
-            raise ValueError(f"guarantee must be one of {GUARANTEES}, got {self.guarantee!r}")
+            raise BadInputError(
+                f"NormBound guarantee must be one of {GUARANTEES}, got {self.guarantee!r}")
         if not torch.is_tensor(self.value) or self.value.dim() != 0:
-            raise ValueError("NormBound.value must be a 0-dim tensor")
+            shape = tuple(self.value.shape) if torch.is_tensor(self.value) else type(self.value)
+            raise BadInputError(f"NormBound.value must be a 0-dim tensor (one number), got "
+                                f"{shape}; a Lipschitz rule returns one bound.")
 
     @property
     def is_sound(self) -> bool:
