@@ -60,3 +60,36 @@ def test_torn_checkpoint_is_detected(tmp_path):
     state.write_text(json.dumps(payload))
     with pytest.raises(CheckpointError, match="do not belong together"):
         run(tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("change, listed", [
+    ({"lr": 0.1}, "lr: 0.01 -> 0.1"),
+    ({"epochs": 5}, "epochs: 3 -> 5"),
+    ({"batch_size": 32}, "batch_size: 64 -> 32"),
+])
+def test_resume_with_changed_settings_lists_the_differences(tmp_path, change, listed):
+    """#14: a resumed run used to keep the old lr silently while applying new epochs."""
+    run(tmp_path / "run", stop_after=1)
+    train_data, test_data = digits()
+    settings = dict(seed=7, batch_size=64, lr=0.01, certify=False, progress=False)
+    epochs = change.pop("epochs", 3)
+    settings.update(change)
+    with pytest.raises(CheckpointError, match="other settings") as caught:
+        train(tiny_mlp(0, dropout=0.2), train_data, test_data, MarginCrossEntropy(0.5, 0.5),
+              epochs, out=tmp_path / "run", resume=True, **settings)
+    assert listed in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_cli_resume_with_another_recipe_is_one_line(tmp_path, capsys):
+    from lipcert.cli import main
+
+    argv = ["train", "--data", "digits", "--width", "4", "--depth", "1", "--epochs", "2",
+            "--stop-after", "1", "--batch-size", "256", "--no-certify", "--no-progress",
+            "--out", str(tmp_path / "run")]
+    assert main([*argv, "--model", "sll-s"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--model", "cpl-s", "--resume"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'sll-s'" in err and "'cpl-s'" in err and "does not match" in err

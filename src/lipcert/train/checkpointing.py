@@ -90,13 +90,16 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     device: torch.device,
+    settings: dict[str, Any] | None = None,
 ) -> None:
-    """Write the state after ``epoch`` epochs (1-based count) to ``folder``."""
+    """Write the state after ``epoch`` epochs (1-based count) to ``folder``, with the run's
+    ``settings`` (JSON values) that :func:`check_settings` compares on resume."""
     tensors: dict[str, torch.Tensor] = {}
     split_tensors(model.state_dict(), "model", tensors)
     skeleton = {
         "format": FORMAT,
         "epoch": epoch,
+        "settings": settings,
         "optimizer": split_tensors(optimizer.state_dict(), "optimizer", tensors),
         "scheduler": split_tensors(scheduler.state_dict(), "scheduler", tensors),
         "rng": split_tensors(rng_states(device), "rng", tensors),
@@ -115,6 +118,46 @@ def saved_epoch(folder: Path) -> int | None:
         return int(json.loads(path.read_text())["epoch"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a lipcert training state ({err}).") from err
+
+
+def check_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume the run in ``folder`` with other settings than it was trained with.
+
+    A resumed run must continue the one that was interrupted: a changed learning rate, epoch
+    count (it stretches the schedule), batch, loss, seed or noise would silently give a run
+    that neither setting describes. Raises :class:`CheckpointError` naming every difference
+    (a different model recipe first, in one line). States written before settings were
+    recorded are not checked.
+    """
+    path = folder / STATE_JSON
+    try:
+        saved = json.loads(path.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"cannot read the training state {path} ({err}).") from err
+    if not isinstance(saved, dict):
+        return
+    current = json.loads(json.dumps(settings, default=str))  # as it would be stored
+    if saved.get("model") != current.get("model"):
+        raise CheckpointError(
+            f"{folder} holds a run of model {_describe_model(saved.get('model'))}, which does "
+            f"not match {_describe_model(current.get('model'))}; resume with the same --model, "
+            "or start a new --out folder.")
+    changed = [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+               for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {folder} with other settings than it was trained with ("
+            + "; ".join(changed) + "). Resume with the original settings, or start a new --out "
+            "folder (--overwrite to replace this one).")
+
+
+def _describe_model(spec: Any) -> str:
+    if isinstance(spec, dict) and "recipe" in spec:
+        args = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("args") or {}).items()))
+        return f"{spec['recipe']!r} ({args})"
+    if isinstance(spec, dict) and "class" in spec:
+        return f"{spec['class']} with {spec.get('parameters')} parameters"
+    return repr(spec)
 
 
 def load_state(

@@ -188,6 +188,19 @@ def has_recipe(model: nn.Module) -> bool:
     return hasattr(model, SPEC_ATTRIBUTE)
 
 
+def describe_setting(value: Any) -> str:
+    """A description of a training setting that is the same in every process: the name of a
+    function or class (``repr`` of a function holds its memory address), a module's repr."""
+    if isinstance(value, str | nn.Module):
+        return value if isinstance(value, str) else repr(value)
+    if isinstance(value, torch.optim.Optimizer):
+        return type(value).__qualname__
+    name = getattr(value, "__qualname__", None)
+    if name is not None:
+        return f"{getattr(value, '__module__', '')}.{name}"
+    return repr(value)
+
+
 def save_epoch(
     out: Path,
     record: dict[str, Any],
@@ -197,12 +210,14 @@ def save_epoch(
     scheduler: Any,
     device: torch.device,
     dataset_name: str | None,
+    settings: dict[str, Any] | None = None,
 ) -> Path | None:
-    """Write the log, the training state and (recipe models) the model checkpoint."""
+    """Write the log, the training state (with the run's ``settings``) and (recipe models)
+    the model checkpoint."""
     write_log(out, history)
     checkpointing.save_state(
         out, epoch=record["epoch"], model=model, optimizer=optimizer, scheduler=scheduler,
-        device=device,
+        device=device, settings=settings,
     )
     if not has_recipe(model):
         return None
@@ -303,8 +318,19 @@ def train(
         else schedule(opt, epochs * steps_per_epoch)
     )
     out_path = Path(out) if out is not None else None
+    settings = {  # compared on resume (checkpointing.check_settings)
+        "model": getattr(model, "lipcert_spec", None) or {
+            "class": type(model).__qualname__,
+            "parameters": sum(p.numel() for p in model.parameters())},
+        "loss": describe_setting(loss),
+        "epochs": epochs, "optimizer": describe_setting(optimizer), "lr": lr,
+        "weight_decay": weight_decay, "schedule": describe_setting(schedule), "seed": seed,
+        "batch_size": batch_size, "eps": eps, "penalty": penalty,
+        "penalty_method": penalty_method, "noise": noise,
+    }
     start, history = 0, []
     if resume:
+        checkpointing.check_settings(out_path, settings)
         start = checkpointing.load_state(
             out_path, model=model, optimizer=opt, scheduler=scheduler, device=device
         )
@@ -326,7 +352,8 @@ def train(
         result.history.append(record)
         if out_path is not None and world.is_main:
             result.model_file = save_epoch(
-                out_path, record, result.history, model, opt, scheduler, device, dataset_name
+                out_path, record, result.history, model, opt, scheduler, device, dataset_name,
+                settings,
             )
         barrier(world)
     return result
@@ -402,6 +429,7 @@ def run_epoch(
         "lipschitz_upper": metrics["lipschitz"],
         "lr": opt.param_groups[0]["lr"],
         "train_seconds": seconds,
+        "noise": augment.spec if augment is not None else None,
     }
     postfix = {"loss": f"{record['loss']:.4f}", "test_acc": f"{record['test_accuracy']:.3f}"}
     if certify:
