@@ -120,6 +120,7 @@ def test_forward_equals_the_explicit_scipy_matrix(shape, name):
     bias = 0 if layer.bias is None else layer.bias.detach()
     x = torch.randn(5, shape[0], dtype=torch.float64, generator=seeded(3))
     torch.testing.assert_close(layer(x).detach(), x @ matrix.T + bias, atol=1e-12, rtol=0)
+    torch.testing.assert_close(layer.explicit_matrix().detach(), matrix, atol=1e-12, rtol=0)
     torch.testing.assert_close(layer.linear_weight().detach(), matrix, atol=1e-12, rtol=0)
     single = build(shape, name, dtype=torch.float32)
     matrix32 = torch.from_numpy(oracle(single))
@@ -295,7 +296,8 @@ def test_network_bound_export_and_state_dict(shape, name):
     x = torch.randn(6, shape[0], dtype=torch.float64, generator=seeded(1))
     report = lipschitz_bound(model, x)
     jac = torch.stack([jacrev(lambda v: model(v[None])[0])(xi) for xi in x]).detach()
-    assert float(report.value.detach()) >= float(torch.linalg.matrix_norm(jac, 2).max()) * (1 - 1e-10)
+    truth = float(torch.linalg.matrix_norm(jac, 2).max())
+    assert float(report.value.detach()) >= truth * (1 - 1e-10)
     plain = to_vanilla(model)
     assert isinstance(plain[0], nn.Linear) and not any(
         isinstance(m, structured._StructuredLinear) for m in plain.modules())
@@ -339,6 +341,13 @@ def test_errors_name_the_layer_and_the_fix(monkeypatch):
     monkeypatch.setattr(structured, "MAX_EXPLICIT_ENTRIES", 20)
     with pytest.raises(BadInputError, match="explicit"):
         to_vanilla(nn.Sequential(layer))
+    assert layer.linear_weight() is None  # too large: no pairwise form, the bound still works
+    model = nn.Sequential(layer, nn.ReLU(), DiagonalCirculantLinear(6, 4))
+    report = lipschitz_bound(model.eval(), torch.zeros(2, 4))
+    assert report.last_linear is None and report.guarantee == "upper"
+    monkeypatch.setattr(structured, "MAX_EXPLICIT_ENTRIES", 2**24)
+    monkeypatch.setattr(structured, "MAX_PAIRWISE_OUTPUTS", 2)
+    assert layer.linear_weight() is None and layer.explicit_matrix().shape == (6, 4)
     with torch.no_grad():
         layer.kernels[0, 0] = float("nan")
     with pytest.raises(BadInputError, match="NaN"):

@@ -5,19 +5,23 @@ replace a dense ``n x n`` layer by a product of diagonal and circulant factors: 
 O(n log n) compute. Toeplitz-family layers follow the thesis arXiv 2109.00959. Conventions
 (first column of ``circ(c)``; the Toeplitz embedding) are those of :mod:`lipcert.linalg.structured`.
 
-| layer | map (before the bias) | weights | ``lipschitz_bound`` |
-|---|---|---|---|
-| CirculantLinear(n) | ``circ(c) x`` | ``2 n`` | ``exact``: ``max |FFT(c)|`` |
-| DiagonalCirculantLinear(i, o, depth) | ``P_o D_k C_k ... D_1 C_1 P_i x`` | ``(2 depth - 1) N + 2 o`` | ``exact`` (square, one factor, constant ``|d|``) else ``upper``: product of ``max|d_j| ||C_j||`` |
-| ToeplitzLinear(i, o) | ``T x`` (``o x i``) | ``i + 2 o - 1`` | ``upper``: circulant embedding |
-| OrthogonalCirculantLinear(n) | ``circ(c)``, ``FFT(c)`` of unit modulus | ``2 n`` | ``exact``: 1 (orthogonal) |
+- ``CirculantLinear(n)``: ``circ(c) x``; ``2 n`` weights; bound ``exact``, ``max |FFT(c)|``.
+- ``DiagonalCirculantLinear(i, o, depth)``: ``P_o D_k C_k ... D_1 C_1 P_i x``;
+  ``(2 depth - 1) N + 2 o`` weights (``N = max(i, o)``); bound ``exact`` for a square layer
+  of one factor with constant ``|d|``, else ``upper``: the product of ``max|d_j| ||C_j||``.
+- ``ToeplitzLinear(i, o)``: ``T x`` (``o x i``); ``i + 2 o - 1`` weights; bound ``upper``
+  (circulant embedding).
+- ``OrthogonalCirculantLinear(n)``: ``circ(c)`` with ``FFT(c)`` of unit modulus; ``2 n``
+  weights; bound ``exact``: 1 (orthogonal).
 
 ``normalize=True`` divides the circulant and Toeplitz layers by their exact / upper norm, and each
 DC factor by its own (``c_j / ||C_j||``, ``d_j / max|d_j|``), so the layer has norm at most 1
 (exactly 1 for the circulant). Every layer reports the norm of its *effective* weights, so
-``lipcert.bounds`` bounds networks of them, and exports to a plain ``nn.Linear`` (explicit matrix,
-for sizes up to :data:`MAX_EXPLICIT_ENTRIES`) through ``vanilla`` / :func:`lipcert.layers.to_vanilla`.
-``linear_weight()`` returns that explicit matrix for the last-layer (pairwise) certificate.
+``lipcert.bounds`` bounds networks of them, and exports to a plain ``nn.Linear`` (explicit
+matrix, for sizes up to :data:`MAX_EXPLICIT_ENTRIES`) through ``vanilla`` /
+:func:`lipcert.layers.to_vanilla`.
+``linear_weight()`` returns that explicit matrix (for up to :data:`MAX_PAIRWISE_OUTPUTS`
+outputs) for the last-layer (pairwise) certificate.
 
 Non-square DC layers (``N = max(in, out)``): the input is zero-padded to ``N`` (``P_i``), every
 factor has a kernel of length ``N``, and the first ``out`` rows are kept (``P_o``); so the last
@@ -50,6 +54,7 @@ __all__ = [
     "OrthogonalCirculantLinear",
     "BIAS_STD",
     "MAX_EXPLICIT_ENTRIES",
+    "MAX_PAIRWISE_OUTPUTS",
     "fft_size",
 ]
 
@@ -58,6 +63,9 @@ BIAS_STD = 0.01
 
 MAX_EXPLICIT_ENTRIES = 2**24
 """Largest ``in * out`` for which the explicit matrix is built (export, exact norms)."""
+
+MAX_PAIRWISE_OUTPUTS = 1000
+"""Layers with more outputs are not treated as logit layers by ``linear_weight``."""
 
 DC_BOUND_METHODS = ("auto", "product", "exact")
 
@@ -119,9 +127,13 @@ class _StructuredLinear(nn.Module):
     def _reference(self) -> torch.Tensor:
         return next(iter(self.parameters()))
 
-    def linear_weight(self) -> torch.Tensor:
+    def explicit_matrix(self) -> torch.Tensor:
         """The explicit effective ``(out, in)`` matrix ``W`` (``forward(x) = x W^T + bias``),
-        built from the images of the basis vectors; differentiable."""
+        built from the images of the basis vectors; differentiable.
+
+        Raises:
+            BadInputError: more than :data:`MAX_EXPLICIT_ENTRIES` entries.
+        """
         size = self.in_features * self.out_features
         if size > MAX_EXPLICIT_ENTRIES:
             raise BadInputError(
@@ -132,6 +144,16 @@ class _StructuredLinear(nn.Module):
         basis = torch.eye(self.in_features, dtype=ref.dtype, device=ref.device)
         return self.linear_part(basis).mT
 
+    def linear_weight(self) -> torch.Tensor | None:
+        """:meth:`explicit_matrix` for a layer that can be a classifier's last layer (at most
+        :data:`MAX_PAIRWISE_OUTPUTS` outputs and :data:`MAX_EXPLICIT_ENTRIES` entries), read by
+        the pairwise last-layer certificate of :mod:`lipcert.bounds`; None otherwise (the
+        certificate then uses the global form), so wide hidden layers cost nothing extra."""
+        if (self.out_features > MAX_PAIRWISE_OUTPUTS
+                or self.in_features * self.out_features > MAX_EXPLICIT_ENTRIES):
+            return None
+        return self.explicit_matrix()
+
     def _check_bound_shape(self, input_shape) -> None:
         check_batch_shape(input_shape, (2,), self.in_features, type(self).__name__)
         for name, tensor in self.named_parameters():
@@ -139,13 +161,13 @@ class _StructuredLinear(nn.Module):
 
     def exact_norm(self) -> NormBound:
         """Spectral norm of the explicit matrix (SVD through lipcert.linalg): ``exact``."""
-        bound = dense_norm(self.linear_weight(), method="exact")
+        bound = dense_norm(self.explicit_matrix(), method="exact")
         return NormBound(bound.value, "exact", "explicit-svd")
 
     def vanilla(self, input_shape=None) -> nn.Linear:
         """``nn.Linear`` holding the explicit effective matrix (and the bias), computed now."""
         with torch.no_grad():
-            return plain_linear_like(self, self.linear_weight())
+            return plain_linear_like(self, self.explicit_matrix())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
