@@ -110,3 +110,24 @@ def test_lipschitz_penalty_lowers_the_layer_norm_product():
               batch_size=64, certify=False, progress=False, penalty=weight)
         products.append(float(lipschitz_penalty(model, x).detach()))
     assert products[1] < 0.8 * products[0]
+
+
+def test_eps_comes_from_the_loss_when_not_given(tmp_path):
+    """#14: train(loss=build_loss('margin-ce', eps=0.5)) used to log and certify at 1.0."""
+    train_data, test_data = digits()
+    model = models.build("sll-s", seed=0, **SMALL)
+    result = train(model, train_data, test_data, build_loss("margin-ce", eps=0.5), 1,
+                   batch_size=256, progress=False)
+    assert result.history[-1]["eps"] == 0.5
+    again = evaluate(model, test_data, [0.5])
+    assert result.history[-1]["certified_accuracy"] == pytest.approx(again["certified"]["0.5"])
+
+
+def test_two_different_radii_are_an_error():
+    from lipcert.errors import BadInputError
+
+    train_data, test_data = digits()
+    model = models.build("sll-s", seed=0, **SMALL)
+    with pytest.raises(BadInputError, match="eps=1 differs from the eps=0.5"):
+        train(model, train_data, test_data, build_loss("margin-ce", eps=0.5), 1, eps=1.0,
+              progress=False)

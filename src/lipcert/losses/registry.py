@@ -36,19 +36,23 @@ def build_loss(
 
     Margin-based losses derive their margin from ``eps`` unless given: a 1-Lipschitz network
     with margin ``m`` certifies radius ``m / sqrt(2)``, so ``offset`` (margin-ce) and
-    ``margin`` (hinge, hkr) default to ``sqrt(2) * eps``.
+    ``margin`` (hinge, hkr) default to ``sqrt(2) * eps``. The loss records ``eps`` as
+    ``loss.target_eps``, the radius :func:`lipcert.train.train` then reports by default.
     """
     if not eps >= 0:
         raise BadInputError(f"eps must be >= 0, got {eps}.")
     wanted_margin = math.sqrt(2.0) * eps
     if name == "ce":
-        return nn.CrossEntropyLoss()
-    if name == "margin-ce":
-        return MarginCrossEntropy(wanted_margin if offset is None else offset, temperature)
-    if name in ("lmt", "lmt++"):
-        return LMTLoss(eps, pairwise=name == "lmt++", ramp_epochs=ramp_epochs)
-    if name == "hinge":
-        return MultiMarginHinge(wanted_margin if margin is None else margin)
-    if name == "hkr":
-        return HKRLoss(alpha, wanted_margin if margin is None else margin)
-    raise BadInputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}.")
+        loss = nn.CrossEntropyLoss()
+    elif name == "margin-ce":
+        loss = MarginCrossEntropy(wanted_margin if offset is None else offset, temperature)
+    elif name in ("lmt", "lmt++"):
+        loss = LMTLoss(eps, pairwise=name == "lmt++", ramp_epochs=ramp_epochs)
+    elif name == "hinge":
+        loss = MultiMarginHinge(wanted_margin if margin is None else margin)
+    elif name == "hkr":
+        loss = HKRLoss(alpha, wanted_margin if margin is None else margin)
+    else:
+        raise BadInputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}.")
+    loss.target_eps = float(eps)  # lipcert.train reports and certifies at this radius
+    return loss

@@ -188,6 +188,18 @@ def has_recipe(model: nn.Module) -> bool:
     return hasattr(model, SPEC_ATTRIBUTE)
 
 
+def resolve_eps(eps: float | None, loss: Any) -> float:
+    """The radius training reports: ``eps``, else the loss's ``target_eps``, else 1.0;
+    :class:`BadInputError` if both are given and differ."""
+    target = getattr(loss, "target_eps", None)
+    if eps is None:
+        return 1.0 if target is None else float(target)
+    if target is not None and float(eps) != float(target):
+        raise BadInputError(f"eps={eps:g} differs from the eps={target:g} the loss was built for; "
+                            "give one radius (build_loss(..., eps=...) sets both).")
+    return eps
+
+
 def describe_setting(value: Any) -> str:
     """A description of a training setting that is the same in every process: the name of a
     function or class (``repr`` of a function holds its memory address), a module's repr."""
@@ -241,7 +253,7 @@ def train(
     schedule: str | ScheduleFactory = "triangular",
     seed: int = 0,
     batch_size: int = 128,
-    eps: float = 1.0,
+    eps: float | None = None,
     device: str | torch.device | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -270,7 +282,10 @@ def train(
         seed: seeds torch's RNG at the start; the data order of epoch ``e`` is a shuffle
             seeded by ``seed + e``, so a resumed run repeats an uninterrupted one exactly.
         batch_size: the global batch; with N processes each takes ``batch_size / N``.
-        eps: the l2 radius (images in [0, 1]) at which certified accuracy is reported.
+        eps: the l2 radius (images in [0, 1]) at which certified accuracy is reported;
+            default: the radius the loss was built for (``loss.target_eps``, set by
+            :func:`lipcert.losses.build_loss`), else 1.0. Giving one that differs from the
+            loss's is an error (one source of truth for the radius).
         device: ``None`` (the model's), ``"auto"``, ``"cpu"``, ``"cuda"``...
         out: run folder for ``log.jsonl``, the training state and ``model.safetensors``;
             None writes nothing. Only rank 0 writes.
@@ -292,6 +307,7 @@ def train(
     model cannot classify, a model that cannot be certified (with ``certify=True``), or
     ``resume=True`` without a training state in ``out``.
     """
+    eps = resolve_eps(eps, loss)
     check_arguments(epochs, eps, batch_size, penalty, penalty_method)
     make_noise_augment(noise, seed)  # a bad spec fails before any work
     if resume and out is None:
