@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "lipcert.cli.attack_cmd",
     "lipcert.cli.bound_cmd",
     "lipcert.cli.certify_cmd",
+    "lipcert.cli.smooth_cmd",
 )
 
 
