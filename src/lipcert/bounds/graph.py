@@ -244,6 +244,30 @@ class _Partial:
     traced: bool = True
 
 
+def _logits_are_output_of(node: fx.Node, interpreter: _BoundInterpreter) -> bool:
+    """True if the returned values are exactly what ``node`` (an affine step) computed.
+
+    The pairwise last-layer certificate reads ``node``'s weight rows, so it only holds when
+    nothing ran on the input-dependent values after ``node``: no later node depends on the
+    input (an in-place ``out.view(...).mul_(10)`` or ``relu_(out)`` after the last Linear
+    changes the returned tensor through shared memory), the bound of ``node`` was not
+    raised by an in-place write, and its input is a bounded node.
+    """
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node) or source not in interpreter.running:
+        return False
+    if interpreter.running.get(node) is not interpreter.steps[node].running:
+        return False
+    later = False
+    for other in node.graph.nodes:
+        if other is node:
+            later = True
+        elif later and other.op != "output" and (other in interpreter.running
+                                                  or other in interpreter.steps):
+            return False
+    return True
+
+
 def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tensor,
                   prefix: str) -> _Partial:
     interpreter = _BoundInterpreter(graph_module, prefix)
@@ -259,7 +283,8 @@ def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tenso
         raise BadInputError(f"the output of {type(model).__name__} does not depend on its input.")
     last_linear = None
     step = interpreter.steps.get(returned)
-    if step is not None and step.weight is not None:
+    if step is not None and step.weight is not None and _logits_are_output_of(returned,
+                                                                              interpreter):
         source = returned.args[0]
         name = returned.target if returned.op == "call_module" else returned.name
         last_linear = LastLinear(f"{prefix}{name}", step.weight, interpreter.running[source])
@@ -467,4 +492,4 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
     part = _bound_module(model, probe, "")
     check_finite(part.output, "the model output on the example input")
     return LipschitzReport(part.value, _guarantee(part.steps), part.records, part.traced,
-                           part.last_linear)
+                           part.last_linear, tuple(example_input.shape[1:]))

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from lipcert.errors import BadInputError, UnsoundRequestError
 from lipcert.report import format_table
+
+SOUND_REPORT_GUARANTEES = ("exact", "upper")
+
+
+def _check_bound_value(value: Any, what: str) -> float:
+    """``float(value)`` if it is a finite number >= 0, else a one-line BadInputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise BadInputError(f"{what} must be a number, got {type(value).__name__}.")
+    if torch.is_tensor(value) and value.numel() != 1:
+        raise BadInputError(f"{what} must hold one number, got shape {tuple(value.shape)}.")
+    number = float(value.detach()) if torch.is_tensor(value) else float(value)
+    if not math.isfinite(number) or number < 0:
+        raise BadInputError(
+            f"{what} is {number}; a Lipschitz bound is a finite number >= 0 (a rule or a "
+            "hand-built report produced it: fix that rule or recompute with lipschitz_bound)."
+        )
+    return number
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,21 @@ class LastLinear:
     weight: torch.Tensor
     input_bound: torch.Tensor
 
+    def check(self, classes: int | None = None) -> None:
+        """Raise BadInputError unless this is a usable final layer (finite (C, d) weight with
+        ``classes`` rows, finite ``input_bound`` >= 0)."""
+        where = f"the last linear layer {self.name!r} of the report"
+        if not torch.is_tensor(self.weight) or self.weight.dim() != 2:
+            raise BadInputError(f"{where} needs a 2-D weight (classes, features).")
+        if not self.weight.is_floating_point() or not bool(torch.isfinite(self.weight).all()):
+            raise BadInputError(f"{where} has a weight with NaN/Inf or non-float values.")
+        if classes is not None and self.weight.shape[0] != classes:
+            raise BadInputError(
+                f"{where} has {self.weight.shape[0]} rows but the logits have {classes} "
+                "classes: the report is not for this model."
+            )
+        _check_bound_value(self.input_bound, f"the input bound of {where}")
+
 
 @dataclass
 class LipschitzReport:
@@ -58,7 +92,14 @@ class LipschitzReport:
         traced: False when torch.fx could not trace the model and its children were bounded
             in registration order instead (checked against the model's output on the
             example input).
-        last_linear: the final affine layer, when the output node is one (else None).
+        last_linear: the final affine layer, when the logits ARE its output (nothing runs on
+            them afterwards, in place or not); else None.
+        input_shape: the per-sample input shape (without the batch dimension) the bound holds
+            for; a convolution's norm depends on it, so certificates refuse other shapes.
+            None only in hand-built reports (certificates then refuse the report).
+
+    Construction checks the value (finite, >= 0), the guarantee (``exact``/``upper``) and
+    every step's bound, so a faulty rule or a hand-made report cannot produce a certificate.
     """
 
     value: torch.Tensor
@@ -66,6 +107,51 @@ class LipschitzReport:
     layers: list[LayerBound] = field(default_factory=list)
     traced: bool = True
     last_linear: LastLinear | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise a lipcert error unless the report can back a certificate (run again by the
+        certificates: the dataclass is mutable)."""
+        if self.guarantee not in SOUND_REPORT_GUARANTEES:
+            raise UnsoundRequestError(
+                f"a LipschitzReport with guarantee {self.guarantee!r} cannot back a certificate; "
+                f"only {SOUND_REPORT_GUARANTEES} can (compute it with lipschitz_bound)."
+            )
+        if not torch.is_tensor(self.value):
+            raise BadInputError(
+                f"LipschitzReport.value must be a 0-dim tensor, got {type(self.value).__name__}."
+            )
+        _check_bound_value(self.value, "the report's Lipschitz bound")
+        for step in self.layers:
+            _check_bound_value(step.bound, f"the bound of step {step.name!r} in the report")
+            _check_bound_value(step.running, f"the running bound at {step.name!r} in the report")
+        if self.last_linear is not None:
+            self.last_linear.check()
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if not isinstance(shape, tuple) or not all(
+                    isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+                raise BadInputError(
+                    f"LipschitzReport.input_shape must be a tuple of sizes, got {shape!r}."
+                )
+
+    def check_input_shape(self, shape: tuple[int, ...] | torch.Size) -> None:
+        """Raise BadInputError unless ``shape`` (one sample's shape) is the one the bound
+        holds for."""
+        if self.input_shape is None:
+            raise BadInputError(
+                "this LipschitzReport does not record the input shape it holds for; compute it "
+                "with lipcert.bounds.lipschitz_bound(model, example_input)."
+            )
+        if tuple(shape) != tuple(self.input_shape):
+            raise BadInputError(
+                f"the Lipschitz report holds for inputs of shape {tuple(self.input_shape)} per "
+                f"sample, got {tuple(shape)}; a bound depends on the input size, so recompute "
+                "it with lipschitz_bound on an input of this shape."
+            )
 
     def __float__(self) -> float:
         return float(self.value.detach())
@@ -76,6 +162,7 @@ class LipschitzReport:
             "upper_bound": float(self),
             "guarantee": self.guarantee,
             "traced": self.traced,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
             "layers": [vars(layer) for layer in self.layers],
         }
 

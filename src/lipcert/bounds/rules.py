@@ -195,4 +195,9 @@ def apply_rule(module: nn.Module, input_shape: torch.Size, path: str,
             "lie below the true constant; a network bound needs 'exact' or 'upper' rules."
         )
     check_finite(bound.value, f"the Lipschitz bound of {path!r}")
+    if bound.value.numel() != 1 or float(bound.value.detach()) < 0:
+        raise BadInputError(
+            f"the Lipschitz rule of {path!r} returned {bound.value.detach().tolist()}; a "
+            "Lipschitz bound is one number >= 0 (fix the registered rule)."
+        )
     return bound
