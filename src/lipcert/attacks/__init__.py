@@ -9,6 +9,11 @@
 - :func:`audit`: attacks every certified point inside its certified ball; an
   :class:`AuditReport` counts the broken certificates and measures their tightness.
 
+Randomized models (with :class:`lipcert.layers.NoiseInjection`): every attack takes ``eot=k``
+(expectation over k fresh noise draws at every step) and evaluation draws fresh noise at every
+forward (``votes=m``: majority over m draws); ``eot=1`` on such a model issues a
+:class:`RandomizedModelWarning`, since the result would overstate robustness.
+
 Attacks never change the model's mode (put it in eval mode first) and leave its parameters'
 gradients alone. Inputs are kept in the data range ``clip`` (default [0, 1]).
 """
@@ -20,10 +25,11 @@ from lipcert.attacks.audit import (
     audit,
 )
 from lipcert.attacks.carlini_wagner import carlini_wagner_l2
+from lipcert.attacks.common import RandomizedModelWarning, predict
 from lipcert.attacks.deepfool import deepfool
 from lipcert.attacks.evaluate import robust_accuracy
 from lipcert.attacks.minimal import minimal_l2_distance
-from lipcert.attacks.pgd import pgd
+from lipcert.attacks.pgd import eot_gradient, pgd
 
 __all__ = [
     "pgd",
@@ -35,4 +41,7 @@ __all__ = [
     "AuditReport",
     "CertificateViolationError",
     "CertificateViolationWarning",
+    "RandomizedModelWarning",
+    "eot_gradient",
+    "predict",
 ]

@@ -30,7 +30,9 @@ from lipcert.attacks.common import (
     Bounds,
     Model,
     check_batch,
+    check_eot,
     per_sample,
+    warned_once,
 )
 from lipcert.attacks.minimal import minimal_l2_distance, verified_distance
 from lipcert.attacks.pgd import pgd
@@ -144,6 +146,8 @@ def audit(
     clip: Bounds = DATA_RANGE,
     batch_size: int = 256,
     warn: bool = True,
+    eot: int = 1,
+    votes: int = 1,
 ) -> AuditReport:
     """Attack every point with a positive certified l2 radius inside its certified ball.
 
@@ -159,6 +163,9 @@ def audit(
         clip: data range; None for no box.
         batch_size: certified points attacked together (the seed is reused for each batch).
         warn: issue a :class:`CertificateViolationWarning` when a certificate is broken.
+        eot, votes: for a randomized model (e.g. certified by
+            :func:`lipcert.certify.noise_injection_radii`), noise draws the attacks average
+            per step and forward passes each prediction is the majority of.
 
     Returns:
         An :class:`AuditReport`.
@@ -170,6 +177,7 @@ def audit(
         raise BadInputError(f"batch_size must be >= 1, got {batch_size}.")
     if not torch.is_tensor(radii):
         raise BadInputError("radii must be a tensor with one certified radius per sample.")
+    check_eot(model, eot, votes)
     radii = per_sample(radii, x, "radii", dtype=torch.float64)
     count = x.shape[0]
     distances = torch.full((count,), math.nan, dtype=torch.float64, device=x.device)
@@ -180,14 +188,17 @@ def audit(
         index = chosen[start : start + batch_size]
         xc, yc, rc = x[index], y[index], radii[index]
         eps = (budget * rc).to(x.dtype)
-        x_adv = pgd(
-            model, xc, yc, eps, norm=2, steps=pgd_steps, restarts=restarts, seed=seed, clip=clip
-        )
-        pgd_distance = verified_distance(model, xc, yc, x_adv, clip)
-        pgd_broken[index] = pgd_distance < rc
-        minimal = minimal_l2_distance(
-            model, xc, yc, method=minimal_method, clip=clip, **(minimal_options or {})
-        )
+        with warned_once():
+            x_adv = pgd(
+                model, xc, yc, eps, norm=2, steps=pgd_steps, restarts=restarts, seed=seed,
+                clip=clip, eot=eot,
+            )
+            pgd_distance = verified_distance(model, xc, yc, x_adv, clip, votes)
+            pgd_broken[index] = pgd_distance < rc
+            minimal = minimal_l2_distance(
+                model, xc, yc, method=minimal_method, clip=clip, eot=eot, votes=votes,
+                **(minimal_options or {})
+            )
         distances[index] = torch.minimum(minimal, pgd_distance)
     violating = pgd_broken | (certified & (distances < radii))
     report = AuditReport(

@@ -24,7 +24,9 @@ from lipcert.attacks.common import (
     Model,
     as_column,
     check_batch,
+    check_eot,
     clamp_to,
+    eot_logits,
     input_gradients,
     l2_norms,
     margin,
@@ -46,6 +48,7 @@ def carlini_wagner_l2(
     targeted: bool = False,
     clip: Bounds = DATA_RANGE,
     abort_early: bool = True,
+    eot: int = 1,
 ) -> Tensor:
     """Small l2 perturbations of ``x`` that make the model misclassify ``y``.
 
@@ -65,12 +68,16 @@ def carlini_wagner_l2(
             dropped by 0.01% over the last ``steps // 10`` steps (the paper's reference code
             does this for the whole batch; per sample keeps batched and per-sample results
             equal); the round ends when every sample is frozen.
+        eot: for a randomized model, the objective uses the logits averaged over ``eot``
+            fresh noise draws at every step (its gradient is the mean of the per-draw ones);
+            ``eot=1`` on a model with NoiseInjection warns.
 
     Returns:
         Per sample the smallest successful perturbation found, or ``x`` itself when no round
         succeeded.
     """
     check_batch(x, y, clip)
+    check_eot(model, eot, stacklevel=4)
     if steps < 1 or binary_search_steps < 1:
         raise BadInputError(
             f"need steps >= 1 and binary_search_steps >= 1, got {steps}, {binary_search_steps}."
@@ -94,7 +101,7 @@ def carlini_wagner_l2(
         for step in range(steps):
             with torch.enable_grad():
                 x_adv = x + delta
-                logits = model(x_adv)
+                logits = eot_logits(model, x_adv, eot)
                 # gap > 0 while the attack has not succeeded by ``confidence``
                 gap = margin(logits, y) if targeted else -margin(logits, y)
                 squared = (x_adv - x).flatten(1).pow(2).sum(dim=1)

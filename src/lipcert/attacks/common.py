@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -140,10 +141,71 @@ def input_gradients(attack: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return wrapper
 
 
-def predict(model: Model, x: Tensor) -> Tensor:
-    """Predicted classes of ``x`` (no gradients)."""
+class RandomizedModelWarning(UserWarning):
+    """An attack on a randomized model (one with noise injection) ran without expectation
+    over the noise (``eot=1``): its robust accuracy overstates the defense's robustness."""
+
+
+def is_randomized(model: Model) -> bool:
+    """True when ``model`` holds an active :class:`lipcert.layers.NoiseInjection` (its output
+    is random: attack it with ``eot > 1`` and evaluate it with ``votes > 1``)."""
+    from lipcert.layers.noise_injection import noise_layers
+
+    if not isinstance(model, torch.nn.Module):
+        return False
+    return any(layer.enabled for _, layer in noise_layers(model))
+
+
+def check_eot(model: Model, eot: int, votes: int = 1, stacklevel: int = 3) -> int:
+    """``eot`` checked (a positive integer; ``votes`` too), with a
+    :class:`RandomizedModelWarning` for ``eot=1`` on a randomized model."""
+    for name, value in (("eot", eot), ("votes", votes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInputError(
+                f"{name} must be a positive integer (noise draws), got {value!r}."
+            )
+    if eot == 1 and is_randomized(model):
+        warnings.warn(
+            "attacking a model with NoiseInjection with eot=1 (one noise draw per step): the "
+            "gradient is that of a single random draw and the robust accuracy overstates the "
+            "defense; pass eot=20 or more (expectation over transformation, arXiv 1802.00420).",
+            RandomizedModelWarning,
+            stacklevel=stacklevel,
+        )
+    return eot
+
+
+@contextlib.contextmanager
+def warned_once() -> Iterator[None]:
+    """Within the block, :class:`RandomizedModelWarning` is silenced (for the attacks a
+    caller runs after it has issued the warning itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomizedModelWarning)
+        yield
+
+
+def eot_logits(model: Model, x: Tensor, eot: int = 1) -> Tensor:
+    """Mean of ``eot`` forward passes of ``model`` on ``x`` (fresh noise in each, for a
+    randomized model); differentiable, so its gradient is the mean of the per-draw ones."""
+    logits = model(x)
+    for _ in range(eot - 1):
+        logits = logits + model(x)
+    return logits / eot if eot > 1 else logits
+
+
+def predict(model: Model, x: Tensor, votes: int = 1) -> Tensor:
+    """Predicted classes of ``x`` (no gradients); with ``votes > 1`` the majority class over
+    that many forward passes (fresh noise in each for a randomized model; ties go to the
+    lowest class index)."""
     with torch.no_grad():
-        return model(x).argmax(dim=1)
+        if votes == 1:
+            return model(x).argmax(dim=1)
+        counts = None
+        for _ in range(votes):
+            logits = model(x)
+            one_hot = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1])
+            counts = one_hot if counts is None else counts + one_hot
+        return counts.argmax(dim=1)
 
 
 def generator_for(x: Tensor, seed: int | None) -> torch.Generator | None:

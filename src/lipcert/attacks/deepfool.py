@@ -24,7 +24,9 @@ from lipcert.attacks.common import (
     Model,
     as_column,
     check_batch,
+    check_eot,
     clamp_to,
+    eot_logits,
     input_gradients,
     l2_norms,
 )
@@ -42,6 +44,7 @@ def deepfool(
     num_classes: int | None = None,
     *,
     clip: Bounds = DATA_RANGE,
+    eot: int = 1,
 ) -> Tensor:
     """Small l2 perturbations of ``x`` that change the model's prediction.
 
@@ -53,17 +56,21 @@ def deepfool(
         num_classes: candidate classes per sample, the top-scoring ones at ``x`` (the
             original prediction included); None for all classes.
         clip: data range ``(low, high)``; None for no box.
+        eot: for a randomized model, linearize the mean of ``eot`` forward passes (logits
+            averaged over fresh noise draws; their gradient is the mean of the per-draw ones);
+            ``eot=1`` on a model with NoiseInjection warns.
 
     Returns:
         The batch of iterates: for each sample the first iterate whose prediction differs
         from the prediction at ``x``, or the last one if none did within ``steps``.
     """
     check_batch(x, clip=clip)
+    check_eot(model, eot, stacklevel=4)
     if steps < 0 or overshoot < 0:
         raise BadInputError(f"need steps >= 0 and overshoot >= 0, got {steps} and {overshoot}.")
     x = x.detach()
     with torch.no_grad():
-        logits = model(x)
+        logits = eot_logits(model, x, eot)
     classes = logits.shape[1]
     count = classes if num_classes is None else int(num_classes)
     if not 2 <= count <= classes:
@@ -77,7 +84,7 @@ def deepfool(
     for _ in range(steps):
         with torch.enable_grad():
             x_var = x_adv.requires_grad_(True)
-            logits = model(x_var)
+            logits = eot_logits(model, x_var, eot)
             active = logits.argmax(dim=1) == original
             if not bool(active.any()):
                 break

@@ -8,6 +8,12 @@ Showing l2 and l-infinity results on the same model makes visible the trade-off 
 Araujo, Meunier, Pinot, Negrevergne 2020, "Advocating for Multiple Defense Strategies against
 Adversarial Examples" (arXiv 2012.02632): a defense tuned for one norm is rarely robust in the
 other.
+
+Randomized models (:class:`lipcert.layers.NoiseInjection`) are evaluated the way the defense
+runs: every forward draws fresh noise (never frozen, never switched off), the attack averages
+``eot`` draws per step, and each prediction -- clean and adversarial -- is the majority over
+``votes`` fresh draws. (RANDOMIZED.md section 4 describes an evaluation bug of the authors'
+code, whose EOT attack ran on the noise-free model; here the noise stays on throughout.)
 """
 
 from __future__ import annotations
@@ -20,7 +26,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lipcert.attacks.common import DATA_RANGE, Bounds, Model, check_norm, predict
+from lipcert.attacks.common import (
+    DATA_RANGE,
+    Bounds,
+    Model,
+    check_eot,
+    check_norm,
+    predict,
+    warned_once,
+)
 from lipcert.attacks.minimal import minimal_l2_distance
 from lipcert.attacks.pgd import pgd
 from lipcert.errors import BadInputError
@@ -44,6 +58,8 @@ def robust_accuracy(
     seed: int | None = 0,
     clip: Bounds = DATA_RANGE,
     device: torch.device | str | None = None,
+    eot: int = 1,
+    votes: int = 1,
 ) -> dict:
     """Accuracy of ``model`` on ``data`` under ``attack`` at every radius in ``eps_list``.
 
@@ -62,9 +78,13 @@ def robust_accuracy(
         clip: data range; None for no box.
         device: where to run; default the device of the model's first parameter (else the
             data's device).
+        eot: noise draws the attack averages at every step (expectation over
+            transformation); ``eot=1`` on a model with NoiseInjection warns.
+        votes: every prediction (clean and under attack) is the majority over this many
+            forward passes, each with fresh noise for a randomized model.
 
     Returns:
-        ``{"attack", "count", "clean_accuracy", "results": [{"norm", "eps",
+        ``{"attack", "count", "clean_accuracy", "eot", "votes", "results": [{"norm", "eps",
         "robust_accuracy"}, ...]}`` with accuracies in [0, 1], results in the order of the
         norms, then of the radii.
     """
@@ -77,6 +97,7 @@ def robust_accuracy(
         raise BadInputError(f"attack {attack!r} is an l2 attack; use norm=2 or attack='pgd'.")
     if batch_size < 1:
         raise BadInputError(f"batch_size must be >= 1, got {batch_size}.")
+    check_eot(model, eot, votes)
     loader = _batches(data, batch_size)
     target = _device(model, device)
 
@@ -86,7 +107,7 @@ def robust_accuracy(
     for x, y in tqdm(loader, desc=f"{attack} attack", disable=not progress, leave=False):
         if target is not None:
             x, y = x.to(target), y.to(target)
-        correct = predict(model, x) == y
+        correct = predict(model, x, votes) == y
         total += len(y)
         correct_count += int(correct.sum())
         x, y = x[correct], y[correct]
@@ -95,21 +116,25 @@ def robust_accuracy(
         if attack == "pgd":
             for p in norms:
                 for e in radii[p]:
-                    x_adv = pgd(
-                        model, x, y, e, norm=p, steps=steps, restarts=restarts, seed=seed,
-                        loss=loss, clip=clip,
-                    )
-                    robust_count[(p, e)] += int((predict(model, x_adv) == y).sum())
+                    with warned_once():
+                        x_adv = pgd(
+                            model, x, y, e, norm=p, steps=steps, restarts=restarts, seed=seed,
+                            loss=loss, clip=clip, eot=eot,
+                        )
+                    robust_count[(p, e)] += int((predict(model, x_adv, votes) == y).sum())
         else:
-            distance = minimal_l2_distance(
-                model,
-                x,
-                y,
-                method=_MINIMAL_METHOD[attack],
-                clip=clip,
-                deepfool_steps=steps,
-                cw_steps=steps,
-            )
+            with warned_once():
+                distance = minimal_l2_distance(
+                    model,
+                    x,
+                    y,
+                    method=_MINIMAL_METHOD[attack],
+                    clip=clip,
+                    deepfool_steps=steps,
+                    cw_steps=steps,
+                    eot=eot,
+                    votes=votes,
+                )
             for e in radii[2.0]:
                 robust_count[(2.0, e)] += int((distance > e).sum())
     if total == 0:
@@ -118,6 +143,8 @@ def robust_accuracy(
         "attack": attack,
         "count": total,
         "clean_accuracy": correct_count / total,
+        "eot": eot,
+        "votes": votes,
         "results": [
             {"norm": p, "eps": e, "robust_accuracy": robust_count[(p, e)] / total}
             for p in norms

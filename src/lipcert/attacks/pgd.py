@@ -6,6 +6,13 @@ projecting back onto the ball and the data range after every step. l2 steps foll
 normalized gradient, l-infinity steps its sign. Every iterate is evaluated, and the best one
 per sample is returned (not just the last).
 
+Randomized models (:class:`lipcert.layers.NoiseInjection`): with ``eot=k`` every step ascends
+the loss averaged over k fresh noise draws (expectation over transformation, Athalye et al.
+2018, arXiv 1802.00420, as Pinot et al. 2019 and Araujo et al. 2020 evaluate their defenses),
+so its gradient is the mean of the k per-draw gradients (:func:`eot_gradient`), and an iterate
+succeeds when the argmax of the mean softmax over the k draws is wrong. The noise is never
+frozen: every forward draws anew.
+
 Guarantee: every returned input lies inside the eps ball around its clean input (up to
 floating-point rounding of the projection) and inside the data range ``clip``. PGD is a
 heuristic: a failed attack proves nothing about robustness.
@@ -24,6 +31,7 @@ from lipcert.attacks.common import (
     Model,
     as_column,
     check_batch,
+    check_eot,
     check_norm,
     clamp_to,
     generator_for,
@@ -55,6 +63,7 @@ def pgd(
     loss: str = "margin",
     clip: Bounds = DATA_RANGE,
     random_start: bool = True,
+    eot: int = 1,
 ) -> Tensor:
     """Adversarial examples for ``x`` inside the ``norm`` ball of radius ``eps``.
 
@@ -75,6 +84,9 @@ def pgd(
         clip: data range ``(low, high)`` every iterate is clipped to; None for no box.
         random_start: start from a random point of the ball (see :func:`random_ball`), else
             from ``x``.
+        eot: noise draws averaged at every step (expectation over transformation) for a
+            randomized model; ``eot=1`` on a model with NoiseInjection warns
+            (:class:`~lipcert.attacks.common.RandomizedModelWarning`).
 
     Returns:
         The adversarial batch. Over all restarts and iterates, each sample keeps the best
@@ -96,6 +108,7 @@ def pgd(
         raise BadInputError(
             "restarts > 1 need random_start=True; otherwise every restart repeats the same attack."
         )
+    check_eot(model, eot, stacklevel=4)
     radius = per_sample(eps, x, "eps")
     if step_size is None:
         step = 2.5 * radius / max(steps, 1)
@@ -111,25 +124,64 @@ def pgd(
         start = random_ball(x, radius, p, generator) if random_start else torch.zeros_like(x)
         x_adv = clamp_to(x + start, clip)
         for _ in range(steps):
-            with torch.enable_grad():
-                x_var = x_adv.detach().requires_grad_(True)
-                logits = model(x_var)
-                losses = _objective(logits, y, loss, targeted)
-                grad = input_gradient(losses, x_var)
-            best.update(x_adv, _succeeded(logits.detach(), y, targeted), losses.detach())
+            grad, losses, success = eot_gradient(model, x_adv, y, loss, targeted, eot)
+            best.update(x_adv, success, losses)
             x_adv = _step(x, x_adv, grad, radius, step, p, clip)
         # the last iterate matters only where no iterate has succeeded yet
         open_rows = (~best.success).nonzero().flatten()
         if len(open_rows):
             with torch.no_grad():
-                logits = model(x_adv[open_rows])
-                losses = _objective(logits, y[open_rows], loss, targeted)
+                losses, succeeded = _eot_evaluate(model, x_adv[open_rows], y[open_rows], loss,
+                                                  targeted, eot)
             success = torch.zeros_like(best.success)
-            success[open_rows] = _succeeded(logits, y[open_rows], targeted)
+            success[open_rows] = succeeded
             all_losses = torch.full_like(best.loss, -math.inf)
             all_losses[open_rows] = losses
             best.update(x_adv, success, all_losses)
     return best.points
+
+
+def eot_gradient(
+    model: Model, x: Tensor, y: Tensor, loss: str = "margin", targeted: bool = False,
+    eot: int = 1,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(gradient, loss, success)`` of the attack objective at ``x``, averaged over ``eot``
+    forward passes (fresh noise in each for a randomized model).
+
+    The gradient is the mean of the per-draw input gradients (draws are differentiated one at
+    a time, so memory does not grow with ``eot``), the loss the mean per-sample loss, and
+    ``success`` whether the argmax of the per-draw softmax averaged over the draws is wrong
+    (for ``eot=1``: of the single forward's logits).
+    """
+    grad = torch.zeros_like(x)
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    probabilities = None
+    for _ in range(eot):
+        with torch.enable_grad():
+            x_var = x.detach().requires_grad_(True)
+            logits = model(x_var)
+            losses = _objective(logits, y, loss, targeted)
+            grad = grad + input_gradient(losses, x_var)
+        total = total + losses.detach()
+        if eot == 1:
+            return grad, total, _succeeded(logits.detach(), y, targeted)
+        soft = logits.detach().softmax(dim=1)
+        probabilities = soft if probabilities is None else probabilities + soft
+    return grad / eot, total / eot, _succeeded(probabilities, y, targeted)
+
+
+def _eot_evaluate(model: Model, x: Tensor, y: Tensor, loss: str, targeted: bool,
+                  eot: int) -> tuple[Tensor, Tensor]:
+    """(mean loss, success of the mean softmax) over ``eot`` forwards, without gradients."""
+    if eot == 1:
+        logits = model(x)
+        return _objective(logits, y, loss, targeted), _succeeded(logits, y, targeted)
+    total, probabilities = 0.0, 0.0
+    for _ in range(eot):
+        logits = model(x)
+        total = total + _objective(logits, y, loss, targeted)
+        probabilities = probabilities + logits.softmax(dim=1)
+    return total / eot, _succeeded(probabilities, y, targeted)
 
 
 class _Best:
