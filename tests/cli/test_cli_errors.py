@@ -38,7 +38,7 @@ def bad_paths(tmp_path, digits_ckpt):
 
 CHECKPOINT_CASES = [
     # (argv after the command and checkpoint, phrases the error line must hold)
-    ("missing", ["does not exist", "none.json"]),
+    ("missing", ["none.safetensors: no such file or folder", "pass a run folder"]),  # #14
     ("empty", ["is a folder without model.safetensors"]),
     ("json", ["JSON spec", "model.safetensors instead"]),
     ("corrupt", ["truncated"]),

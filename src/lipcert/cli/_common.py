@@ -162,8 +162,12 @@ def checkpoint_file(path: str) -> str:
     if given.suffix == ".json":
         raise BadInputError(f"{path} is a checkpoint's JSON spec; pass its weights file "
                             f"{given.with_suffix('.safetensors')} instead.")
-    if given.suffix == ".safetensors" and not given.exists() and not given.parent.is_dir():
-        raise BadInputError(f"checkpoint {path}: folder {given.parent} does not exist.")
+    if not given.exists():
+        where = (f"folder {given.parent} does not exist" if not given.parent.is_dir() else
+                 "no such file or folder")
+        raise BadInputError(f"checkpoint {path}: {where}; pass a run folder (holding "
+                            f"{WEIGHTS_FILE}) or the .safetensors file written by `lipcert "
+                            "train` or lipcert.models.save.")
     return path
 
 
