@@ -352,3 +352,22 @@ def test_errors_name_the_layer_and_the_fix(monkeypatch):
         layer.kernels[0, 0] = float("nan")
     with pytest.raises(BadInputError, match="NaN"):
         layer.lipschitz_bound((1, 4))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["dc3", "toeplitz-normalized", "orthogonal", "circulant"])
+def test_layers_run_on_the_device_of_their_weights(name):
+    shape = (7, 7)
+    layer = build(shape, name)
+    device_layer = build(shape, name).cuda()
+    x = torch.randn(4, 7, dtype=torch.float64, generator=seeded(0))
+    out = device_layer(x.cuda())
+    assert out.is_cuda
+    torch.testing.assert_close(out.cpu(), layer(x), atol=1e-12, rtol=0)
+    bound = device_layer.lipschitz_bound((4, 7))
+    assert bound.value.is_cuda
+    assert float(bound) == pytest.approx(float(layer.lipschitz_bound((4, 7))), rel=1e-12)
+    assert to_vanilla(nn.Sequential(device_layer))[0].weight.is_cuda
+    fresh = DiagonalCirculantLinear(5, 6, depth=2, device="cuda", generator=seeded(1))
+    assert all(p.is_cuda for p in fresh.parameters())

@@ -40,8 +40,10 @@ from lipcert.layers import (
 
 __all__ = ["LEAKY_SLOPE", "structured_mlp", "dcnn_network", "dcnn_lip_network"]
 
-LEAKY_SLOPE = 0.3
-"""Negative slope of the Leaky-ReLU in ``dcnn-s``."""
+LEAKY_SLOPE = 0.5
+"""Negative slope of the Leaky-ReLU in ``dcnn-s``. On mnist-5k (10 epochs, Adam lr 0.01) a
+depth-10 DCNN reached 0.959 test accuracy with slope 0.5, 0.699 with 0.3 and 0.876 with 0.1,
+while depth 2 and 5 moved by about one point (0.944 / 0.952 at 0.5, 0.956 / 0.957 at 0.3)."""
 
 LayerFactory = Callable[[int, int], nn.Module]
 
