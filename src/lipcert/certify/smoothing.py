@@ -235,31 +235,24 @@ class Smoothed:
         _, sigma = check_noise(self.law, self.sigma if sigma is None else sigma)
         device, k = x.device, self.num_classes
         votes = torch.zeros(x.shape[0] * k, dtype=torch.long, device=device)
-        pending: list[torch.Tensor] = []
-        slots: list[tuple[int, int]] = []
+        # One forward buffer of exactly batch_size noisy inputs; chunks of one input's draws
+        # may straddle two passes, so every pass (but the last) is full.
+        size = min(batch_size, x.shape[0] * n)
+        buffer = torch.empty((size, *x.shape[1:]), dtype=x.dtype, device=device)
+        owner = torch.empty(size, dtype=torch.long, device=device)
         filled = 0
 
-        def flush() -> None:
-            nonlocal filled
-            if not pending:
-                return
-            noisy = torch.cat(pending)
-            owner = torch.cat([torch.full((c,), i, dtype=torch.long, device=device)
-                               for i, c in slots])
-            for start in range(0, noisy.shape[0], batch_size):
-                logits = self.model(noisy[start:start + batch_size])
-                if logits.dim() != 2 or logits.shape[1] != k:
-                    raise BadInputError(
-                        f"the model must return logits of shape (batch, {k}); it returned "
-                        f"{tuple(logits.shape)}."
-                    )
-                votes.add_(torch.bincount(owner[start:start + batch_size] * k
-                                          + logits.argmax(1), minlength=votes.numel()))
+        def forward(count: int) -> None:
+            logits = self.model(buffer[:count])
+            if logits.dim() != 2 or logits.shape != (count, k):
+                raise BadInputError(
+                    f"the model must return logits of shape (batch, {k}); for {count} inputs "
+                    f"it returned {tuple(logits.shape)}."
+                )
+            votes.add_(torch.bincount(owner[:count] * k + logits.argmax(1),
+                                      minlength=votes.numel()))
             if progress is not None:
-                progress(filled)
-            pending.clear()
-            slots.clear()
-            filled = 0
+                progress(count)
 
         with torch.inference_mode():
             for i in range(x.shape[0]):
@@ -270,13 +263,20 @@ class Smoothed:
                     c = min(DRAW_CHUNK, left)
                     noise = sample_noise((c, *x.shape[1:]), self.law, sigma,
                                          generator=generator, device=device, dtype=x.dtype)
-                    pending.append(noise.add_(x[i]))
-                    slots.append((i, c))
-                    filled += c
                     left -= c
-                    if filled >= batch_size:
-                        flush()
-            flush()
+                    done = 0
+                    while done < c:
+                        take = min(c - done, size - filled)
+                        torch.add(noise[done:done + take], x[i],
+                                  out=buffer[filled:filled + take])
+                        owner[filled:filled + take] = i
+                        filled += take
+                        done += take
+                        if filled == size:
+                            forward(filled)
+                            filled = 0
+            if filled:
+                forward(filled)
         return votes.view(x.shape[0], k)
 
     # ------------------------------------------------------------------ PREDICT
