@@ -9,11 +9,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from test_local_files import make_mnist_folder, write_idx
 
 from lipcert import data
 from lipcert.errors import DataError
-
-from test_local_files import make_mnist_folder, write_idx
 
 
 def _peak_of_failing_load(root, match: str) -> int:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
+from pathlib import Path
 
 import pytest
+import safetensors
 import safetensors.torch
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from lipcert.errors import CheckpointError
@@ -53,8 +58,10 @@ def copy_checkpoint(saved, tmp_path):
 
 def rewrite_weights(path, change, *, update_spec: bool) -> None:
     """Replace the weights file with ``change(tensors)``; optionally make the spec agree."""
+    with safetensors.safe_open(path, "pt") as handle:  # keeps the recipe recorded inside
+        metadata = handle.metadata()
     tensors = change(safetensors.torch.load(path.read_bytes()))
-    data = safetensors.torch.save(tensors)
+    data = safetensors.torch.save(tensors, metadata=metadata)
     path.write_bytes(data)
     if update_spec:
         import hashlib
@@ -308,3 +315,208 @@ def test_save_and_load_leave_the_global_generator_alone(saved, tmp_path):
     save(saved[1], tmp_path / "model.safetensors")
     load(tmp_path / "model.safetensors")
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# --- issue #13 item 16: the recipe is bound to the weights; malformed specs; sizes first ---
+
+TINY = {**SMALL, "width": 4, "dense_width": 8}
+
+
+def tiny_checkpoint(tmp_path, name: str) -> Path:
+    path = tmp_path / f"{name}.safetensors"
+    save(build(name, seed=0, **TINY), path)
+    return path
+
+
+def real_bytes_during(function) -> int:
+    """Bytes of every non-meta tensor produced by an aten op while ``function`` runs (views
+    counted too: an upper measure of what torch allocated)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in torch.utils._pytree.tree_leaves(out):
+                if isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                    Count.total += tensor.numel() * tensor.element_size()
+            return out
+
+    with Count():
+        function()
+    return Count.total
+
+
+def test_swapping_the_recipe_name_is_refused(tmp_path):
+    # aol-s and spectral-s have identical tensor tables: only the binding tells them apart
+    path = tiny_checkpoint(tmp_path, "aol-s")
+    other = read_spec(tiny_checkpoint(tmp_path, "spectral-s"))
+    assert other["tensors"] == read_spec(path)["tensors"]
+    edit_spec(path, lambda spec: spec.update(recipe="spectral-s"))
+    with pytest.raises(CheckpointError, match="saved for recipe 'aol-s'.*says 'spectral-s'"):
+        load(path)
+
+
+def test_an_argument_that_keeps_every_shape_is_still_bound(tmp_path):
+    # some recipes' tensors do not depend on image_size: only the binding catches an edit
+    for name in RECIPES:
+        base = build(name, seed=0, **SMALL).state_dict()
+        other = build(name, seed=0, **{**SMALL, "image_size": 12}).state_dict()
+        if {k: v.shape for k, v in base.items()} == {k: v.shape for k, v in other.items()}:
+            break
+    else:
+        pytest.skip("every recipe's tensors depend on image_size")
+    path = tmp_path / "model.safetensors"
+    save(build(name, seed=0, **SMALL), path)
+    edit_spec(path, lambda spec: spec["args"].update(image_size=12))
+    with pytest.raises(CheckpointError, match="was saved for"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s["args"].update(seed=3), "'seed' is not a recipe argument"),
+        (lambda s: s.update(dtype="uint8"), "'dtype'.*'uint8'"),
+        (lambda s: s.update(dtype="int64"), "'dtype'.*'int64'"),
+        (lambda s: s["args"].pop("width"), r"lacks \['width'\]"),
+        (lambda s: s["args"].update(width=True), "positive integer"),
+        (lambda s: s["args"].update(width=4.0), "positive integer"),
+        (lambda s: s["args"].update(width=10**40), "too large"),
+        (lambda s: s.update(surprise=1), "unknown field"),
+        (lambda s: s["weights"].update(extra=1), "'weights'"),
+        (lambda s: s["weights"].update(bytes=True), "'weights'"),
+        (lambda s: s["weights"].update(sha256="zz"), "'weights'"),
+        (lambda s: s["tensors"]["0.bias"].update(note=1), r"'0\.bias'"),
+        (lambda s: s["tensors"]["0.bias"].update(shape=[True]), r"'0\.bias'"),
+        (lambda s: s["tensors"]["0.bias"].update(dtype="complex7"), r"'0\.bias'"),
+        (lambda s: s.update(format_version=0), "format_version"),
+        (lambda s: s.update(format_version=True), "'format_version'"),
+        (lambda s: s.update(recipe=["lmt-mnist"]), "'recipe'"),
+    ],
+)
+def test_every_malformed_spec_is_a_checkpoint_error(saved, tmp_path, change, message):
+    path = copy_checkpoint(saved, tmp_path)
+    edit_spec(path, change)
+    with pytest.raises(CheckpointError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize("text", ['{"format": NaN}', '{"a": Infinity}', "[" * 100_000,
+                                  "\udcff"], ids=["nan", "infinity", "deep", "not-utf8"])
+def test_non_json_specs_are_checkpoint_errors(saved, tmp_path, text):
+    path = copy_checkpoint(saved, tmp_path)
+    spec_path(path).write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(CheckpointError):
+        load(path)
+
+
+def test_an_oversized_spec_is_refused_before_parsing(saved, tmp_path, monkeypatch):
+    from lipcert.models import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_SPEC_BYTES", 1000)
+    path = copy_checkpoint(saved, tmp_path)
+    with pytest.raises(CheckpointError, match="larger than 1000 bytes"):
+        load(path)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)
+# fields whose value does not decide the function the checkpoint computes
+_FREE_FIELDS = {"dataset", "normalization", "extra", "lipcert_version", "file"}
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_specs_load_identically_or_raise_checkpoint_errors(saved, tmp_path, data):
+    path, model = saved
+    spec = json.loads(spec_path(path).read_text())
+    where = data.draw(st.sampled_from([p for p in _paths(spec) if p]))
+    action = data.draw(st.sampled_from(("replace", "delete", "add")))
+    parent = spec
+    for key in where[:-1]:
+        parent = parent[key]
+    if action == "delete":
+        del parent[where[-1]]
+    elif action == "add" and isinstance(parent, dict):
+        parent[data.draw(st.text(min_size=1, max_size=6))] = data.draw(_JSON_VALUES)
+    else:
+        parent[where[-1]] = data.draw(_JSON_VALUES)
+    target = tmp_path / f"fuzz-{data.draw(st.integers(0, 10**9))}.safetensors"
+    target.write_bytes(path.read_bytes())
+    spec_path(target).write_text(json.dumps(spec))
+    try:
+        loaded = load(target)
+    except CheckpointError:
+        return
+    assert read_spec(target)["recipe"] == "lmt-mnist"
+    assert any(key in _FREE_FIELDS for key in where) or json.loads(
+        spec_path(target).read_text()) == json.loads(spec_path(path).read_text())
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("name", ["lmt-mnist", "spectral-s", "sll-s", "aol-s", "cpl-s"])
+@pytest.mark.parametrize("dense_width", [10**6, 500])
+def test_a_huge_dense_width_fails_before_anything_big_is_built(tmp_path, name, dense_width):
+    path = tiny_checkpoint(tmp_path, name)
+    assert path.stat().st_size < 5000
+    edit_spec(path, lambda spec: spec["args"].update(dense_width=dense_width))
+    start = time.perf_counter()
+    box = {}
+
+    def attempt():
+        with pytest.raises(CheckpointError) as box["error"]:
+            load(path)
+
+    allocated = real_bytes_during(attempt)
+    assert allocated < 4 * 2**20, f"{allocated / 2**20:.0f} MiB for {box['error'].value}"
+    assert time.perf_counter() - start < 10.0
+
+
+def _as_format_1(path) -> None:
+    """Rewrite a checkpoint as today's main wrote it: format_version 1, recipe name only."""
+    import hashlib
+
+    tensors = safetensors.torch.load(path.read_bytes())
+    with safetensors.safe_open(path, "pt") as handle:
+        recipe = handle.metadata()["lipcert_recipe"]
+    data = safetensors.torch.save(tensors, metadata={"format": "pt", "lipcert_recipe": recipe})
+    path.write_bytes(data)
+    edit_spec(path, lambda spec: (spec.update(format_version=1), spec["weights"].update(
+        bytes=len(data), sha256=hashlib.sha256(data).hexdigest())))
+
+
+def test_format_1_checkpoints_still_load_and_keep_their_recipe(tmp_path):
+    path = tiny_checkpoint(tmp_path, "aol-s")
+    _as_format_1(path)
+    loaded = load(path)
+    assert loaded.lipcert_spec["recipe"] == "aol-s"
+    edit_spec(path, lambda spec: spec.update(recipe="spectral-s"))
+    with pytest.raises(CheckpointError, match="saved for recipe 'aol-s'"):
+        load(path)
+
+
+def test_the_weights_record_their_recipe_args_and_dtype(saved):
+    with safetensors.safe_open(saved[0], "pt") as handle:
+        recorded = json.loads(handle.metadata()["lipcert_spec"])
+    spec = read_spec(saved[0])
+    assert recorded == {key: spec[key] for key in ("recipe", "args", "dtype")}
+    assert spec["format_version"] == 2
