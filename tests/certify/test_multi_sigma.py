@@ -128,3 +128,12 @@ def test_several_probes_take_the_best_and_stay_sound():
 def test_bad_input(args, match):
     with pytest.raises(BadInputError, match=match):
         multi_sigma_radius(*args)
+
+
+def test_the_radius_holds_at_every_norm_below_it():
+    radius = multi_sigma_radius(0.5, [0.55], [0.80, 0.85], 10)
+    cohen = cohen_radius(0.80, 0.5)
+    for eps in np.linspace(cohen, radius * 0.9999, 7):
+        assert worst_case_set(0.5, 0.55, 0.80, 0.85, 10, float(eps)).q > 0.5
+    # Cohen's radius 0 (a0 = 1/2 exactly) leaves nothing for the walk to start from.
+    assert multi_sigma_radius(0.5, [0.55], [0.5, 0.99], 10) == 0.0

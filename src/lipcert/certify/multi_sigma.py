@@ -201,8 +201,8 @@ def _solve(prob: _Problem, target0: float, target1: float,
             b, gb = a, ga
             step *= 2.0
             a = b - step
-            if step > 1e4:
-                return _LOG_NEG_INF, _LOG_NEG_INF
+            if step > 1e4:  # lambda1 -> 0 already meets the probe: Cohen's half-space
+                return _solve_l0(prob, _LOG_NEG_INF, target0), _LOG_NEG_INF
             ga = g(a)
     l1 = brentq(g, a, b, xtol=1e-10, rtol=1e-12, maxiter=200)
     return _solve_l0(prob, l1, target0), l1
@@ -240,9 +240,9 @@ def _two_sigma_radius(sigma0: float, sigma1: float, a0: float, a1: float, dim: i
                       cohen: float, tol: float, max_steps: int) -> float:
     if a1 <= 0.0 or dim < 2 or closed_form_inactive(sigma0, sigma1, a0, a1):
         return cohen
+    if cohen <= 0.0:  # the walk starts where Cohen's certificate ends; it must cover [0, eps)
+        return cohen
     eps, guess = cohen, None
-    if eps <= 0.0:
-        eps = 1e-6 * sigma0
     for _ in range(max_steps):
         wc = worst_case_set(sigma0, sigma1, a0, a1, dim, eps, _l1_guess=guess)
         if wc is None or not wc.q > 0.5:
