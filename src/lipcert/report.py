@@ -11,7 +11,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +245,45 @@ def save_figure(fig, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def certified_accuracy_figure(curves: Mapping[str, Any], *, marks: Sequence[float] = (),
+                              title: str | None = None,
+                              xlabel: str = "l2 radius (inputs in [0, 1])"):
+    """The certified-accuracy curve of every entry of ``curves`` (label -> one certified
+    radius per point, 0 or less for points not certified), as the fraction of points whose
+    radius exceeds r, on one figure; the x axis runs until every curve has reached 0.
+
+    ``marks`` are radii drawn as dotted lines, each curve's value annotated there. Used by
+    ``lipcert certify``, ``lipcert smooth``, ``lipcert demo`` and the benchmarks, so every
+    curve looks the same.
+    """
+    import torch
+
+    values = {name: torch.as_tensor(r).detach().double().cpu().reshape(-1)
+              for name, r in curves.items()}
+    finite = [float(r[torch.isfinite(r)].max()) for r in values.values()
+              if bool(torch.isfinite(r).any())]
+    top = max([*finite, *(1.1 * float(m) for m in marks), 0.0]) * 1.05 or 1.0
+    grid = torch.linspace(0.0, top, 401, dtype=torch.float64)
+    fig, ax = new_figure(6, 4)
+    for index, (name, radii) in enumerate(values.items()):
+        color = f"C{index}"
+        curve = (radii[None, :] > grid[:, None]).double().mean(dim=1)
+        ax.plot(grid.numpy(), curve.numpy(), color=color, label=name)
+        for mark in marks:
+            accuracy = float((radii > mark).double().mean())
+            ax.plot([mark], [accuracy], "o", color=color, markersize=3.5)
+            ax.annotate(f"{accuracy:.3f}", (mark, accuracy), textcoords="offset points",
+                        xytext=(4, 4 + 9 * index), fontsize="x-small", color=color)
+    for mark in marks:
+        ax.axvline(mark, color="tab:gray", linestyle=":", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    ax.legend(loc="upper right", fontsize="small")
+    return fig

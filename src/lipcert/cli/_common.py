@@ -92,6 +92,14 @@ def write_results(args: argparse.Namespace, payload: dict) -> None:
         print(f"wrote {args.json}")
 
 
+def run_title(args: argparse.Namespace, what: str, points: int) -> str:
+    """A figure title naming the run: recipe, run folder, data set, split and point count
+    (after :func:`lipcert.cli.attack_cmd.load_model_and_data` filled them in)."""
+    path = Path(args.checkpoint)
+    run = path.parent.name if path.name == WEIGHTS_FILE and path.parent.name else path.stem
+    return f"{args.recipe} ({run}): {what} on {args.data_name} {args.split}, {points} points"
+
+
 def writes_to_stdout(args: argparse.Namespace) -> bool:
     """True if an output flag (``--json``, ``--plot``, ``--out``) of ``args`` is ``-``."""
     return any(getattr(args, name, None) == STDOUT for name in ("json", "plot", "out"))

@@ -20,6 +20,7 @@ from lipcert.cli._common import (
     check_radii,
     checkpoint_file,
     resolve_device,
+    run_title,
     write_results,
 )
 from lipcert.errors import BadInputError
@@ -173,7 +174,9 @@ def run_audit(args: argparse.Namespace) -> int:
           f"{len(y)} points certified at a positive radius")
     print(report)
     if args.plot:
-        print(f"wrote {save_figure(tightness_histogram(report.tightness), args.plot)}")
+        figure = tightness_histogram(report.tightness,
+                                     run_title(args, "certificate tightness", len(y)))
+        print(f"wrote {save_figure(figure, args.plot)}")
     if args.json:
         write_results(args, {"checkpoint": args.checkpoint, **report.summary()})
     if report.violations:
@@ -182,8 +185,9 @@ def run_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def tightness_histogram(tightness: torch.Tensor):
-    """Histogram figure of the finite tightness ratios, with the soundness line at 1."""
+def tightness_histogram(tightness: torch.Tensor, title: str):
+    """Histogram figure of the finite tightness ratios, with the soundness line at 1, under
+    ``title`` (the run) and a subtitle with the count."""
     fig, ax = new_figure(6, 4)
     finite = tightness[torch.isfinite(tightness)].double().cpu().numpy()
     if len(finite):
@@ -196,7 +200,7 @@ def tightness_histogram(tightness: torch.Tensor):
     ax.set_xlim(left=0)
     ax.set_xlabel("minimal adversarial distance / certified radius")
     ax.set_ylabel("number of points")
-    ax.set_title(f"certificate tightness ({len(finite)} certified points with an adversarial "
-                 "example)", fontsize="medium")
+    ax.set_title(f"{title}\n{len(finite)} certified points with an adversarial example",
+                 fontsize="medium")
     ax.legend(fontsize="small")
     return fig

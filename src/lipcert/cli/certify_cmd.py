@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii, write_results
+from lipcert.cli._common import (
+    add_data_flags,
+    add_plot_flag,
+    check_radii,
+    run_title,
+    write_results,
+)
 from lipcert.errors import BadInputError
 from lipcert.progress import progress_bar
 
@@ -31,7 +36,7 @@ def register(subparsers) -> None:
 def certify_batches(model, x: torch.Tensor, y: torch.Tensor, bound, batch_size: int,
                     last_layer: str = "pairwise", progress: bool = True) -> torch.Tensor:
     """Certified radius of every point, batch by batch, with one precomputed bound."""
-    from lipcert.certify import margin_radii
+    from lipcert.certify import lipschitz_radii
 
     if batch_size < 1:
         raise BadInputError(f"--batch-size must be >= 1, got {batch_size}.")
@@ -39,44 +44,17 @@ def certify_batches(model, x: torch.Tensor, y: torch.Tensor, bound, batch_size: 
     with torch.no_grad():
         for start in progress_bar(range(0, len(y), batch_size), desc="certify", unit="batch",
                                   enabled=progress):
-            logits = model(x[start : start + batch_size])
-            radii.append(margin_radii(logits, bound, y[start : start + batch_size], last_layer))
+            # lipschitz_radii sees the model, so its rounding allowance is derived, not guessed
+            radii.append(lipschitz_radii(model, x[start : start + batch_size],
+                                         y[start : start + batch_size], bound, last_layer))
     return torch.cat(radii)
-
-
-def accuracy_curve(radii: torch.Tensor, eps: list[float], title: str | None = None):
-    """Figure of certified accuracy against radius, with the requested radii marked."""
-    from lipcert.report import new_figure
-
-    radii = radii.detach().double().cpu()
-    finite = radii[torch.isfinite(radii)]
-    top = max(max(eps), float(finite.max()) if finite.numel() else 0.0) * 1.05 or 1.0
-    grid = torch.linspace(0.0, top, 400, dtype=torch.float64)
-    curve = (radii[None, :] > grid[:, None]).double().mean(dim=1)
-    fig, ax = new_figure(6, 4)
-    ax.plot(grid.numpy(), curve.numpy(), color="tab:blue", label="certified accuracy")
-    for e in eps:
-        accuracy = float((radii > e).double().mean())
-        ax.axvline(e, color="tab:gray", linestyle=":", linewidth=1)
-        ax.plot([e], [accuracy], "o", color="tab:orange", markersize=4)
-        ax.annotate(f"{accuracy:.3f} at {e:g}", (e, accuracy), textcoords="offset points",
-                    xytext=(4, 6), fontsize="small")
-    ax.set_xlabel("l2 radius (inputs in [0, 1])")
-    ax.set_ylabel("certified accuracy")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize="medium")
-    ax.legend(loc="upper right", fontsize="small")
-    return fig
 
 
 def run_certify(args: argparse.Namespace) -> int:
     from lipcert.bounds import lipschitz_bound
     from lipcert.certify import certified_accuracy
     from lipcert.cli.attack_cmd import load_model_and_data
-    from lipcert.report import format_table, save_figure
+    from lipcert.report import certified_accuracy_figure, format_table, save_figure
 
     check_radii(args.eps)
     model, x, y = load_model_and_data(args)
@@ -88,9 +66,10 @@ def run_certify(args: argparse.Namespace) -> int:
     print(format_table([[e, f"{accuracy[e]:.4f}"] for e in args.eps],
                        ["eps", "certified accuracy"], args.table))
     if args.plot:
-        title = (f"{args.recipe} ({Path(args.checkpoint).name}): certified accuracy on "
-                 f"{args.data_name} {args.split}, {len(y)} points")
-        print(f"wrote {save_figure(accuracy_curve(radii, args.eps, title), args.plot)}")
+        figure = certified_accuracy_figure(
+            {f"Lipschitz margin ({args.last_layer})": radii}, marks=args.eps,
+            title=run_title(args, "certified accuracy", len(y)))
+        print(f"wrote {save_figure(figure, args.plot)}")
     if args.json:
         correct = radii[radii > 0]
         write_results(args, {

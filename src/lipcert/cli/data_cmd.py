@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -42,19 +43,29 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_grid(images: torch.Tensor, count: int) -> torch.Tensor:
-    """Tile the first ``count`` images (N, C, H, W) into one (H', W', C) array for imshow."""
+def sample_figure(images: torch.Tensor, labels: torch.Tensor, class_names, count: int,
+                  title: str):
+    """The first ``count`` images (N, C, H, W) in a square grid, each titled with its class."""
+    import matplotlib.pyplot as plt
+
+
     count = max(1, min(count, len(images)))
-    cols = int(torch.ceil(torch.tensor(count**0.5)).item())
-    rows = (count + cols - 1) // cols
-    c, h, w = images.shape[1:]
-    grid = torch.ones(rows * (h + 1) + 1, cols * (w + 1) + 1, c)
-    for i in range(count):
-        r, q = divmod(i, cols)
-        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = (
-            images[i].permute(1, 2, 0)
-        )
-    return grid
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    fig, _ = new_figure(1.1 * cols, 1.2 * rows + 0.4)
+    fig.clear()
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= count:
+            continue
+        pixels = images[i].permute(1, 2, 0)
+        pixels = pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels
+        ax.imshow(pixels.numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(str(class_names[int(labels[i])]), fontsize=7, pad=2)
+    fig.suptitle(title, fontsize="medium")
+    plt.setp(axes, xticks=[], yticks=[])
+    return fig
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -70,11 +81,8 @@ def run_show(args: argparse.Namespace) -> int:
     rows = [[i, meta.classes[i], int(n)] for i, n in enumerate(counts)]
     print(format_table(rows, ["label", "class", "count"], args.table))
     if args.out:
-        grid = sample_grid(images, args.samples)
-        fig, ax = new_figure(6, 6)
-        pixels = (grid.squeeze(-1) if grid.shape[-1] == 1 else grid).numpy()
-        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
-        ax.set_axis_off()
-        ax.set_title(f"{args.name} {args.split}: first {min(args.samples, len(labels))} images")
+        fig = sample_figure(images, labels, meta.classes, args.samples,
+                            f"{args.name} {args.split}: first "
+                            f"{min(args.samples, len(labels))} images and their classes")
         print(f"wrote {save_figure(fig, args.out)}")
     return 0

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from lipcert.certify import certified_accuracy
-from lipcert.report import new_figure, save_figure, write_json
+from lipcert.report import certified_accuracy_figure, save_figure, write_json
 from lipcert.train.config import TrainConfig
 from lipcert.train.evaluation import certified_radii, network_report, predict_logits
 from lipcert.train.loop import TrainResult
@@ -61,23 +61,9 @@ def plot_certified_curves(
     radii: Mapping[str, torch.Tensor], path: str | Path, title: str,
     marks: Sequence[float] = REPORT_RADII,
 ) -> Path:
-    """Certified accuracy against the l2 radius, one line per entry of ``radii``."""
-    fig, ax = new_figure(6, 4)
-    top = max(2.0, max(marks) * 1.25)
-    grid = torch.linspace(0, top, 101)
-    for name, values in radii.items():
-        values = values.detach().cpu()
-        table = certified_accuracy(values, grid.tolist())
-        ax.plot(grid, list(table.values()), label=name)
-    for eps in marks:
-        ax.axvline(eps, color="gray", lw=0.6, ls=":")
-    ax.set_xlabel("l2 radius (images in [0, 1])")
-    ax.set_ylabel("certified accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower left")
-    return save_figure(fig, path)
+    """Certified accuracy against the l2 radius, one line per entry of ``radii``
+    (:func:`lipcert.report.certified_accuracy_figure`), saved at ``path``."""
+    return save_figure(certified_accuracy_figure(radii, marks=marks, title=title), path)
 
 
 def demo_data(config: TrainConfig, quick: bool) -> tuple[TensorDataset, TensorDataset]:
