@@ -16,10 +16,11 @@ from torch import nn
 from lipcert.bounds.pooling import (
     adaptive_max_pool_bound,
     linear_pool_bound,
+    lp_pool_bound,
     max_pool_bound,
 )
 from lipcert.bounds.rules import input_dtype, register_rule
-from lipcert.errors import UnsupportedLayerError
+from lipcert.errors import BadInputError, UnsupportedLayerError
 from lipcert.linalg import conv_norm, operator_norm
 from lipcert.linalg.result import NormBound
 
@@ -33,8 +34,41 @@ def _constant(value: float, guarantee: str = "exact", method: str = "max slope")
     return NormBound(torch.tensor(float(value), dtype=torch.float64), guarantee, method)
 
 
+def plain_kernel(weight: torch.Tensor, groups: int, dilation: tuple[int, ...]) -> torch.Tensor:
+    """The kernel of the groups-1, dilation-1 convolution equal to a grouped / dilated one:
+    block-diagonal over the groups, zeros between the dilated taps (any number of dims)."""
+    out_channels, in_per_group, *size = weight.shape
+    if groups > 1:
+        out_per_group = out_channels // groups
+        dense = weight.new_zeros(groups, out_per_group, groups, in_per_group, *size)
+        index = torch.arange(groups, device=weight.device)
+        dense[index, :, index] = weight.view(groups, out_per_group, in_per_group, *size)
+        weight = dense.reshape(out_channels, groups * in_per_group, *size)
+    if any(d != 1 for d in dilation):
+        spread = weight.new_zeros(*weight.shape[:2],
+                                  *(d * (k - 1) + 1 for k, d in zip(size, dilation, strict=True)))
+        spread[(..., *(slice(None, None, d) for d in dilation))] = weight
+        weight = spread
+    return weight
+
+
 def linear_map_rule(module: nn.Module, input_shape: torch.Size) -> NormBound:
-    """Operator norm of Linear / Conv1d / Conv2d at the traced input size (lipcert.linalg)."""
+    """Operator norm of Linear / Conv1d / Conv2d at the traced input size (lipcert.linalg);
+    grouped or dilated convolutions through their equivalent plain kernel."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and (
+            module.groups != 1 or any(d != 1 for d in module.dilation)):
+        if module.padding_mode not in ("zeros", "circular") or isinstance(module.padding, str):
+            raise UnsupportedLayerError(
+                f"{type(module).__name__} with groups/dilation needs numeric padding and "
+                f"padding_mode 'zeros' or 'circular' (got {module.padding!r}, "
+                f"{module.padding_mode!r}).")
+        if len(input_shape) != module.weight.dim() or input_shape[1] != module.in_channels:
+            raise BadInputError(f"{type(module).__name__} expects {module.in_channels} input "
+                                f"channels, got input_shape {tuple(input_shape)}.")
+        kernel = plain_kernel(module.weight, module.groups, tuple(module.dilation))
+        return conv_norm(kernel, tuple(input_shape)[2:], stride=module.stride,
+                         padding=module.padding, padding_mode=module.padding_mode,
+                         method="auto")
     return operator_norm(module, input_shape, method="auto")
 
 
@@ -53,8 +87,35 @@ def conv_transpose_rule(module: nn.Module, input_shape: torch.Size) -> NormBound
         probe = torch.zeros(1, *input_shape[1:], dtype=module.weight.dtype,
                             device=module.weight.device)
         out_size = tuple(module(probe).shape[-dims:])
-    return conv_norm(module.weight, out_size, stride=module.stride, padding=module.padding,
-                     padding_mode="zeros", method="auto")
+    return conv_transpose_norm(module, out_size)
+
+
+def conv_transpose_norm(module: nn.Module, output_size: tuple[int, ...]) -> NormBound:
+    """Norm of ConvTranspose1d/2d producing spatial ``output_size``: that of the convolution
+    (same weight, stride, padding) on inputs of that size, whose adjoint it is."""
+    dims = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+    return conv_norm(module.weight, tuple(output_size)[-dims:], stride=module.stride,
+                     padding=module.padding, padding_mode="zeros", method="auto")
+
+
+def _conv_transpose_with_output_size(module: nn.Module, input_shape: torch.Size,
+                                     output_shape: torch.Size, args: tuple,
+                                     kwargs: dict) -> NormBound:
+    """ConvTranspose called as ``layer(x, output_size)``: bounded at the size it produced."""
+    if len(args) + len(kwargs) != 1 or set(kwargs) - {"output_size"}:
+        raise UnsupportedLayerError(f"{type(module).__name__} takes only output_size besides "
+                                    "its input.")
+    conv_transpose_rule(module, input_shape)  # the same refusals as a plain call
+    return conv_transpose_norm(module, tuple(output_shape))
+
+
+# Rules of modules called with arguments besides the input: fn(module, input_shape,
+# output_shape, extra_args, extra_kwargs) -> NormBound. A module called with extra arguments
+# and no entry here is refused (its registered rule bounds the plain call ``module(x)``).
+CALL_ARGUMENT_RULES = {
+    nn.ConvTranspose1d: _conv_transpose_with_output_size,
+    nn.ConvTranspose2d: _conv_transpose_with_output_size,
+}
 
 
 def _refuse_training(module: nn.Module, why: str) -> None:
@@ -186,8 +247,10 @@ for _type in (nn.PixelShuffle, nn.PixelUnshuffle):
     register_rule(_type, reshape_rule)
 for _type in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout):
     register_rule(_type, dropout_rule)
-for _type in (nn.MaxPool1d, nn.MaxPool2d, nn.LPPool1d, nn.LPPool2d):
+for _type in (nn.MaxPool1d, nn.MaxPool2d):
     register_rule(_type, max_pool_bound)
+for _type in (nn.LPPool1d, nn.LPPool2d):
+    register_rule(_type, lp_pool_bound)
 for _type in (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d):
     register_rule(_type, adaptive_max_pool_bound)
 for _type in (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):

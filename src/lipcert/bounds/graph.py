@@ -30,7 +30,14 @@ from lipcert.bounds.rules import (
     find_rule,
     has_rule,
 )
-from lipcert.errors import BadInputError, LipcertError, UnsupportedLayerError, check_finite
+from lipcert.errors import (
+    BadInputError,
+    LipcertError,
+    UnsoundRequestError,
+    UnsupportedLayerError,
+    check_finite,
+)
+from lipcert.linalg.result import NormBound
 
 PROBE_BATCH = 2  # samples run through the graph: enough to tell the batch dimension apart
 
@@ -128,7 +135,8 @@ class _BoundInterpreter(fx.Interpreter):
             )
         if node.op == "call_module":
             module = self.module.get_submodule(node.target)
-            step, kind = self._module_step(node, module, args), type(module).__name__
+            step = self._module_step(node, module, args, kwargs, result)
+            kind = type(module).__name__
             inplace = getattr(module, "inplace", False)
         elif node.op in ("call_function", "call_method") and node.target in HANDLERS:
             ctx = OpContext(node, args, kwargs, result, self.running)
@@ -180,15 +188,18 @@ class _BoundInterpreter(fx.Interpreter):
         self.running[source] = torch.maximum(old, bound)
         memory = target.untyped_storage().data_ptr()
         for other, value in list(self.env.items()):
-            if other is source or other is node or not torch.is_tensor(value):
+            if other is source or other is node:
                 continue
-            if value.untyped_storage().data_ptr() == memory:
+            # tuples too: the pieces of split / chunk / unbind are views of their input,
+            # and a later ``pieces[i]`` reads the tuple node's bound
+            if any(t.untyped_storage().data_ptr() == memory for t in _tensors_in(value)):
                 # a constant sharing the memory now depends on the input too (old bound 0)
                 known = self.running.get(other)
                 self.running[other] = bound if known is None else torch.sqrt(known ** 2
                                                                              + bound ** 2)
 
-    def _module_step(self, node: fx.Node, module: nn.Module, args: tuple) -> Step:
+    def _module_step(self, node: fx.Node, module: nn.Module, args: tuple, kwargs: dict,
+                     result: Any) -> Step:
         path = f"{self.prefix}{node.target}"
         source = node.args[0] if node.args else None
         extra = [n for n in node.all_input_nodes if n in self.running and n is not source]
@@ -198,10 +209,29 @@ class _BoundInterpreter(fx.Interpreter):
                 "rules bound maps of one tensor."
             )
         bound = apply_rule(module, args[0].shape, path, args[0].dtype)
+        if len(args) > 1 or kwargs:
+            bound = self._called_with_arguments(module, path, args, kwargs, result)
         local = bound.value.to(dtype=torch.float64, device=self.running[source].device)
         return Step(local * self.running[source], local, bound.guarantee, bound.method,
                     isometry=isinstance(module, builtin.ISOMETRY_TYPES),
                     weight=_affine_weight(module))
+
+    def _called_with_arguments(self, module: nn.Module, path: str, args: tuple, kwargs: dict,
+                               result: Any) -> NormBound:
+        """The bound of ``module(x, *more)``: module rules bound the plain call ``module(x)``,
+        so extra arguments need a rule of their own (builtin.CALL_ARGUMENT_RULES)."""
+        rule = builtin.CALL_ARGUMENT_RULES.get(type(module))
+        if rule is None:
+            raise UnsupportedLayerError(
+                f"module {path!r} ({type(module).__name__}) is called with arguments besides "
+                f"its input ({len(args) - 1} positional, keywords {sorted(kwargs)}); its rule "
+                "bounds the plain call module(x). Call it with the input only."
+            )
+        bound = rule(module, args[0].shape, result.shape, args[1:], kwargs)
+        if not bound.is_sound:
+            raise UnsoundRequestError(f"the rule of {path!r} gave an estimate.")
+        check_finite(bound.value, f"the Lipschitz bound of {path!r}")
+        return bound
 
     def _check_result(self, node: fx.Node, result: Any) -> None:
         pieces = result if isinstance(result, (tuple, list)) else [result]
@@ -232,6 +262,17 @@ class _BoundInterpreter(fx.Interpreter):
                 )
 
 
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors in a node's value: itself, or the items of a (nested) tuple / list / dict."""
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors_in(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors_in(item)]
+    return []
+
+
 @dataclass
 class _Partial:
     """Bound of one (sub)model: its value, the steps, its output on the probe batch."""
@@ -242,6 +283,7 @@ class _Partial:
     output: torch.Tensor
     last_linear: LastLinear | None
     traced: bool = True
+    caveats: tuple[str, ...] = ()
 
 
 def _logits_are_output_of(node: fx.Node, interpreter: _BoundInterpreter) -> bool:
@@ -304,17 +346,34 @@ def _ordered_children(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.
 
 
 CHAIN_CHECK_SCALES = (1e-2, 1.0, 1e2)
+CHAIN_CHECK_BATCHES = (1, PROBE_BATCH, 3, 64)  # and the caller's batch size
 
 
-def _chain_reproduces(model: nn.Module, children: list[nn.Module], x: torch.Tensor) -> bool:
+def _check_batches(caller_batch: int) -> tuple[int, ...]:
+    return tuple(sorted({*CHAIN_CHECK_BATCHES, caller_batch}))
+
+
+def _chain_caveat(model: nn.Module, caller_batch: int) -> str:
+    return (f"{type(model).__name__}: torch.fx could not trace it; its children were bounded "
+            "in registration order, checked to reproduce its output at batch sizes "
+            f"{list(_check_batches(caller_batch))} and input scales {list(CHAIN_CHECK_SCALES)} "
+            "(seeded random inputs). A forward that branches on other batch sizes, other input "
+            "values or outside state is not excluded.")
+
+
+def _chain_reproduces(model: nn.Module, children: list[nn.Module], x: torch.Tensor,
+                      caller_batch: int) -> bool:
     """True if the children applied in order match ``model`` on seeded random inputs of
-    several scales too. An untraceable forward may branch on the input's values
-    (``if x.abs().max() > 5: ...``), which the example input alone would not reveal; this
+    several scales and several batch sizes (the caller's included). An untraceable forward
+    may branch on the input's values (``if x.abs().max() > 5: ...``) or its batch size
+    (``if x.shape[0] > 32: ...``), which the example input alone would not reveal; this
     catches the common cases (it cannot prove that no branch exists)."""
     generator = torch.Generator().manual_seed(0)
     spread = 1.0 + float(x.detach().abs().max())
-    for scale in CHAIN_CHECK_SCALES:
-        z = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+    cases = [(scale, batch) for batch in _check_batches(caller_batch)
+             for scale in CHAIN_CHECK_SCALES]
+    for scale, batch in cases:
+        z = torch.randn((batch, *x.shape[1:]), generator=generator, dtype=torch.float64)
         z = (z * (scale * spread)).to(dtype=x.dtype, device=x.device)
         try:
             with torch.no_grad():
@@ -333,7 +392,8 @@ def _chain_reproduces(model: nn.Module, children: list[nn.Module], x: torch.Tens
     return True
 
 
-def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Exception) -> _Partial:
+def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Exception,
+                    caller_batch: int) -> _Partial:
     """Fallback when fx cannot trace ``model``: its children, in registration order."""
     children = _ordered_children(model)
     if not children:
@@ -348,9 +408,10 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
     hidden = x
     last_linear = None
     traced = False
+    caveats: tuple[str, ...] = ()
     for name, child in children:
         try:
-            part = _bound_module(child, hidden, f"{prefix}{name}.")
+            part = _bound_module(child, hidden, f"{prefix}{name}.", caller_batch)
         except LipcertError:
             raise
         except Exception as failure:  # the children do not chain: not a sequential model
@@ -366,13 +427,14 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
         records += [LayerBound(r.name, r.kind, r.bound, r.guarantee, r.method,
                                r.running * float(before.detach())) for r in part.records]
         steps += part.steps
+        caveats += part.caveats
         hidden = part.output
     if len(children) > 1:  # a composition of several sub-bounds is no longer exact
         steps.append(Step(value, value, "upper", "composition", combine=True))
     expected = model(x)
     if not (torch.is_tensor(expected) and torch.is_tensor(hidden) and expected.shape == hidden.shape
             and torch.allclose(expected, hidden, rtol=1e-4, atol=1e-5)
-            and _chain_reproduces(model, [child for _, child in children], x)):
+            and _chain_reproduces(model, [child for _, child in children], x, caller_batch)):
         raise UnsupportedLayerError(
             f"torch.fx cannot trace {type(model).__name__} ({error}), and applying its children "
             "in order does not reproduce its output, so lipcert cannot bound it. Make forward "
@@ -381,10 +443,12 @@ def _bound_in_order(model: nn.Module, x: torch.Tensor, prefix: str, error: Excep
     warnings.warn(
         f"torch.fx could not trace {type(model).__name__} ({error}); bounded its children in "
         "registration order instead (checked against its output on the example input and on "
-        "random inputs).",
+        f"random inputs at batch sizes {list(_check_batches(caller_batch))}; see the report's "
+        "caveats for what this cannot exclude).",
         stacklevel=3,
     )
-    return _Partial(value, records, steps, expected, last_linear, traced)
+    return _Partial(value, records, steps, expected, last_linear, traced,
+                    (*caveats, _chain_caveat(model, caller_batch)))
 
 
 def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
@@ -396,6 +460,9 @@ def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
     value = bound.value.to(dtype=torch.float64, device=x.device)
     if not torch.is_tensor(output) or output.dim() == 0 or output.shape[0] != x.shape[0]:
         raise BadInputError(f"{name!r} must return one tensor of shape (batch, ...).")
+    if _below_float32(output.dtype):
+        raise UnsupportedLayerError(f"{name!r} computes in {output.dtype}; lipcert bounds "
+                                    "models computing in float32 or float64.")
     weight = _affine_weight(model)
     last_linear = None if weight is None else LastLinear(name, weight, torch.ones_like(value))
     step = Step(value, value, bound.guarantee, bound.method,
@@ -405,7 +472,8 @@ def _bound_leaf(model: nn.Module, x: torch.Tensor, name: str) -> _Partial:
     return _Partial(value, [record], [step], output, last_linear)
 
 
-def _bound_module(model: nn.Module, x: torch.Tensor, prefix: str) -> _Partial:
+def _bound_module(model: nn.Module, x: torch.Tensor, prefix: str,
+                  caller_batch: int = PROBE_BATCH) -> _Partial:
     if has_rule(model):
         return _bound_leaf(model, x, prefix.rstrip(".") or type(model).__name__)
     try:
@@ -413,7 +481,7 @@ def _bound_module(model: nn.Module, x: torch.Tensor, prefix: str) -> _Partial:
     except LipcertError:
         raise
     except Exception as error:  # torch.fx raises many types for untraceable Python
-        return _bound_in_order(model, x, prefix, error)
+        return _bound_in_order(model, x, prefix, error, caller_batch)
     return _bound_traced(model, graph_module, x, prefix)
 
 
@@ -489,7 +557,8 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
                 "sample's output depends on the batch; call model.eval() first."
             )
     probe = _probe(example_input)
-    part = _bound_module(model, probe, "")
+    part = _bound_module(model, probe, "", int(example_input.shape[0]))
     check_finite(part.output, "the model output on the example input")
     return LipschitzReport(part.value, _guarantee(part.steps), part.records, part.traced,
-                           part.last_linear, tuple(example_input.shape[1:]))
+                           part.last_linear, tuple(example_input.shape[1:]),
+                           caveats=part.caveats)

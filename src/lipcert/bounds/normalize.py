@@ -36,8 +36,21 @@ class Normalize(nn.Module):
         return (x - self._channel_view(self.mean, x.dim())) / self._channel_view(self.std, x.dim())
 
     def lipschitz_bound(self, input_shape: torch.Size) -> NormBound:
-        """Exactly 1 / min |std|."""
-        return NormBound((1.0 / self.std.abs().min()).to(torch.float64), "exact", "1/min|std|")
+        """Exactly ``1 / min |std|`` when the input has one channel per value. A one-channel
+        input broadcast against C values sends each entry to C outputs scaled by 1 / std_c:
+        orthogonal Jacobian columns of norm exactly ``sqrt(sum_c 1 / std_c^2)``."""
+        if len(input_shape) < 2:
+            raise BadInputError(f"Normalize expects inputs of shape (N, C, ...), got "
+                                f"{tuple(input_shape)}.")
+        channels, count = int(input_shape[1]), self.std.numel()
+        inverse = 1.0 / self.std.to(torch.float64).abs()
+        if channels == 1 and count > 1:
+            return NormBound(inverse.square().sum().sqrt(), "exact",
+                             "sqrt(sum 1/std^2) (one channel broadcast)")
+        if count not in (1, channels):
+            raise BadInputError(f"Normalize holds {count} channel values but the input has "
+                                f"{channels} channels.")
+        return NormBound(inverse.max(), "exact", "1/min|std|")
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.tolist()}, std={self.std.tolist()}"

@@ -97,6 +97,9 @@ class LipschitzReport:
         input_shape: the per-sample input shape (without the batch dimension) the bound holds
             for; a convolution's norm depends on it, so certificates refuse other shapes.
             None only in hand-built reports (certificates then refuse the report).
+        caveats: what the bound could not check, one sentence each (e.g. the untraceable-model
+            fallback: which batch sizes and input scales it checked, and that a forward
+            branching elsewhere is not excluded); empty for a fully traced model.
 
     Construction checks the value (finite, >= 0), the guarantee (``exact``/``upper``) and
     every step's bound, so a faulty rule or a hand-made report cannot produce a certificate.
@@ -108,6 +111,7 @@ class LipschitzReport:
     traced: bool = True
     last_linear: LastLinear | None = None
     input_shape: tuple[int, ...] | None = None
+    caveats: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.check()
@@ -163,6 +167,7 @@ class LipschitzReport:
             "guarantee": self.guarantee,
             "traced": self.traced,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "caveats": list(self.caveats),
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -173,5 +178,6 @@ class LipschitzReport:
 
     def __str__(self) -> str:
         how = "traced with torch.fx" if self.traced else "children in order (fx tracing failed)"
+        notes = "".join(f"\ncaveat: {c}" for c in self.caveats)
         return (f"{self.table()}\n\nLipschitz upper bound: {float(self):.6g} "
-                f"(guarantee: {self.guarantee}; {how})")
+                f"(guarantee: {self.guarantee}; {how}){notes}")
