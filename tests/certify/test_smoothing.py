@@ -190,6 +190,8 @@ def test_certified_accuracy_counts_abstentions_as_wrong():
         certified_accuracy(r, [0.1])
     with pytest.raises(BadInputError, match="shape"):
         certified_accuracy(r, [0.1], labels=y[:2])
+    with pytest.raises(BadInputError, match="class indices"):
+        certified_accuracy(r, [0.1], labels=torch.tensor([1, 1, 0, 3]))
 
 
 class NoisyAverage(nn.Module):

@@ -39,8 +39,13 @@ def certified_accuracy(radii: torch.Tensor | SmoothingResult, eps: float | Itera
                 f"labels must be a tensor of shape {tuple(radii.prediction.shape)}, got "
                 f"{tuple(getattr(labels, 'shape', ())) or type(labels).__name__}."
             )
-        if labels.numel() and (int(labels.min()) < 0):
-            raise BadInputError("labels must be class indices >= 0.")
+        classes = radii.counts.shape[1] if radii.counts.dim() == 2 else None
+        if labels.numel() and (int(labels.min()) < 0 or (
+                classes is not None and int(labels.max()) >= classes)):
+            raise BadInputError(
+                f"labels must be class indices in 0..{(classes or 0) - 1} (the smoothed "
+                f"classifier has {classes} classes); got {int(labels.min())}..{int(labels.max())}."
+            )
         correct = radii.prediction.cpu() == labels.cpu().long()
         radii = radii.certified_radii(labels)
     elif labels is not None:
@@ -50,8 +55,10 @@ def certified_accuracy(radii: torch.Tensor | SmoothingResult, eps: float | Itera
         raise BadInputError("radii must be a non-empty 1-D tensor (one radius per point).")
     if bool(torch.isnan(radii).any()):
         raise BadInputError("radii contain NaN.")
+    if bool((radii < 0).any()):
+        raise BadInputError("radii must be >= 0 (0 for wrong predictions); got a negative one.")
     values = [float(eps)] if isinstance(eps, (int, float)) else [float(e) for e in eps]
-    if any(e < 0 for e in values):
+    if any(not e >= 0 for e in values):  # also refuses NaN
         raise BadInputError(f"eps must be >= 0, got {values}.")
     if smoothed:
         return {e: float((correct & ((radii > e) | (e == 0))).double().mean()) for e in values}
