@@ -187,3 +187,22 @@ def test_results_json_records_the_run_and_reproduces_bit_for_bit(digits_ckpt, tm
     assert run["arguments"]["seed"] == 3 and run["arguments"]["limit"] == 16
     assert run["arguments"]["split"] == "test" and run["arguments"]["data_name"] == "digits"
     assert run["lipcert"] and run["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize("command", [["bound", "--lower-steps", "0"],
+                                     ["certify", "--limit", "16", "--eps", "0.1"]])
+def test_dtype_float64_runs_the_model_in_float64(command, digits_ckpt, tmp_path, monkeypatch):
+    """#14: the README's advice to certify in float64 had no flag."""
+    seen = []
+    real = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        seen.extend(a for a in args if isinstance(a, torch.dtype))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    path = tmp_path / "out.json"
+    assert main([command[0], str(digits_ckpt), *command[1:], "--dtype", "float64", "--json",
+                 str(path)]) == 0
+    assert torch.float64 in seen
+    assert json.loads(path.read_text())["run"]["arguments"]["dtype"] == "float64"

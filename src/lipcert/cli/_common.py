@@ -40,9 +40,20 @@ def add_data_flags(parser: argparse.ArgumentParser, *, batch_size: int = 256) ->
     parser.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
                         help=f"points per batch (default {batch_size})")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
+    add_dtype_flag(parser)
     add_json_flag(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_dtype_flag(parser: argparse.ArgumentParser) -> None:
+    """``--dtype {float32,float64}``: the precision the model and the data are run in."""
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="run the model and the data in this precision (default: the "
+                        "checkpoint's); float64 leaves less to float rounding in certificates")
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -77,8 +77,7 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tens
     requested device, inputs in [0, 1]. Checks the common flags first, and that the data's
     image shape is the one the checkpoint was built for."""
     from lipcert import data, models
-    from lipcert.bounds import Normalize
-    from lipcert.cli.bound_cmd import spec_input_shape
+    from lipcert.cli.bound_cmd import load_checkpoint, spec_input_shape
 
     check_int(args, "limit", 1)
     check_int(args, "batch_size", 1)
@@ -98,11 +97,7 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tens
             f"({spec.get('recipe')}{trained}) takes {_dims(expected)}; pass --data with a data "
             "set of that shape (see `lipcert data list`)."
         )
-    model = models.load(path, map_location=device)
-    if spec.get("normalization"):
-        norm = spec["normalization"]
-        model = nn.Sequential(Normalize(norm["mean"], norm["std"]), model)
-    model = model.to(device).eval()
+    model, _ = load_checkpoint(path, device, args.dtype)
     x, y = data.load(name, args.split, root=args.root).tensors
     classes = int(y.unique().numel())
     if args.limit is not None:

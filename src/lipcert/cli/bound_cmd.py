@@ -11,6 +11,8 @@ from torch import nn
 
 from lipcert.cli._common import (
     DEVICE_HELP,
+    DTYPES,
+    add_dtype_flag,
     add_json_flag,
     check_int,
     check_output_file,
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
                         "beside it), or the run folder holding it")
     parser.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                         help="shape of one input, e.g. 1 28 28 (default: from the checkpoint)")
+    add_dtype_flag(parser)
     add_json_flag(parser)
     parser.add_argument("--lower-steps", type=int, default=50, metavar="N",
                         help="ascent steps of the lower bound (default 50; 0 to skip it)")
@@ -43,9 +46,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_bound)
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str, device: str | torch.device = "cpu",
+                    dtype: str | None = None) -> tuple[nn.Module, dict]:
     """The checkpoint's model in eval mode, with its input normalization (if the spec names
-    one) prepended as :class:`lipcert.bounds.Normalize`, and its spec."""
+    one) prepended as :class:`lipcert.bounds.Normalize`, in ``dtype`` (a name of
+    :data:`DTYPES`; None keeps the checkpoint's), and its spec."""
     from lipcert import models
     from lipcert.bounds import Normalize
 
@@ -54,6 +59,8 @@ def load_checkpoint(path: str, device: str | torch.device = "cpu") -> tuple[nn.M
     if spec.get("normalization"):
         norm = spec["normalization"]
         model = nn.Sequential(Normalize(norm["mean"], norm["std"]), model)
+    if dtype is not None:
+        model = model.to(DTYPES[dtype])
     return model.to(device).eval(), spec
 
 
@@ -90,7 +97,7 @@ def run_bound(args: argparse.Namespace) -> int:
     check_output_file(args.json, "json")
     device = resolve_device(args.device)
     path = checkpoint_file(args.checkpoint)
-    model, spec = load_checkpoint(path, device)
+    model, spec = load_checkpoint(path, device, args.dtype)
     shape = input_shape_of(spec, args.input_shape)
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(args.seed)

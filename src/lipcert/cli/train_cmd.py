@@ -15,7 +15,7 @@ from lipcert.report import format_table
 # Flags of `lipcert train`: (TrainConfig field, type, help). Defaults come from TrainConfig,
 # so a flag left out keeps the value of --config FILE (or the dataclass default).
 TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("model", str, "model recipe: sll-s, cpl-s, aol-s, spectral-s, lmt-mnist"),
+    ("model", str, "model recipe: sll-s, cpl-s, aol-s, spectral-s, lmt-mnist, cnn-s"),
     ("data", str, "data set (see `lipcert data list`), e.g. mnist-5k, digits"),
     ("data_root", str, "folder with the original files of a local data set"),
     ("loss", str, "ce, margin-ce, lmt, lmt++, hinge or hkr"),
@@ -41,13 +41,18 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("stop_after", int, "stop after this many epochs (the schedule still spans --epochs)"),
     ("noise", str, "LAW:SIGMA, e.g. gaussian:0.25: train on noisy inputs (fresh noise per "
      "sample and step) for randomized smoothing (`lipcert smooth`)"),
+    ("adversarial", str, "adversarial training: pgd-linf:EPS, pgd-l2:EPS, mat-rand or mat-max "
+     "(10 PGD steps of eps/5, random start); with --noise-layer this is RAT"),
+    ("noise_layer", str, "LAW:SIGMA, e.g. gaussian:0.25: a NoiseInjection layer (fresh noise at "
+     "every forward, training and inference) where the recipe puts it (cnn-s: the input)"),
 )
 
 # Same names as the other commands: --root, and the same placeholders in --help.
 ALIASES = {"data_root": ("--root",)}
 METAVARS = {"model": "RECIPE", "data": "NAME", "data_root": "FOLDER", "out": "FOLDER",
             "epochs": "N", "batch_size": "N", "width": "N", "depth": "N", "ramp_epochs": "N",
-            "stop_after": "N", "penalty_method": "METHOD", "noise": "LAW:SIGMA"}
+            "stop_after": "N", "penalty_method": "METHOD", "noise": "LAW:SIGMA",
+            "adversarial": "SPEC", "noise_layer": "LAW:SIGMA"}
 
 
 def register(subparsers) -> None:
