@@ -344,3 +344,16 @@ def test_registered_rule_bounds_with_hand_values_still_certify():
     with torch.no_grad():
         exact = _exact_distances(model, x, model(x).argmax(1))
     assert bool((radii > 0).all()) and bool((radii <= exact).all())
+
+
+def test_certified_accuracy_refuses_nan_eps_and_negative_radii():
+    from lipcert.certify import certified_accuracy
+
+    radii = torch.tensor([0.0, 0.5, math.inf])
+    assert certified_accuracy(radii, [0.1]) == {0.1: 2 / 3}
+    with pytest.raises(BadInputError):
+        certified_accuracy(radii, [math.nan])
+    with pytest.raises(BadInputError):
+        certified_accuracy(torch.tensor([0.5, -1.0]), [0.1])
+    with pytest.raises(BadInputError):
+        certified_accuracy(torch.tensor([0.5, math.nan]), [0.1])
