@@ -357,3 +357,26 @@ def test_certified_accuracy_refuses_nan_eps_and_negative_radii():
         certified_accuracy(torch.tensor([0.5, -1.0]), [0.1])
     with pytest.raises(BadInputError):
         certified_accuracy(torch.tensor([0.5, math.nan]), [0.1])
+
+
+class _Untraceable(nn.Module):
+    """fx cannot trace the float() of a proxy; the output is the last Linear's times 1 + 1e-6,
+    which the fallback's numerical chain check (rtol 1e-4) cannot tell apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        out = self.fc2(self.act(self.fc1(x)))
+        if float(out.abs().max()) >= 0:
+            out = out * (1 + 1e-6)
+        return out
+
+
+def test_untraced_fallback_never_uses_the_pairwise_form():
+    with pytest.warns(UserWarning, match="could not trace"):
+        report = lipschitz_bound(_Untraceable(), torch.randn(2, 4))
+    assert not report.traced and report.last_linear is None
