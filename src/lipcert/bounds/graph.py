@@ -22,7 +22,7 @@ from torch import fx, nn
 
 import lipcert.bounds.builtin as builtin
 from lipcert.bounds.ops import HANDLERS, OpContext, Step, describe, is_shape_query
-from lipcert.bounds.report import LastLinear, LayerBound, LipschitzReport
+from lipcert.bounds.report import LastLinear, LayerBound, LipschitzReport, model_fingerprint
 from lipcert.bounds.rules import (
     apply_rule,
     check_forward_intact,
@@ -310,8 +310,32 @@ def _logits_are_output_of(node: fx.Node, interpreter: _BoundInterpreter) -> bool
     return True
 
 
+def _check_graph_reproduces(model: nn.Module, direct: Any, traced: torch.Tensor,
+                            prefix: str) -> None:
+    """The traced graph must compute what calling the model computes on the example.
+
+    Tracing records tensor operations only: Python-level state that changes the result
+    without appearing in the graph (a ``torch.autocast`` block inside forward, a context
+    manager, a global flag read at call time) would make the bound describe another function.
+    """
+    same = (torch.is_tensor(direct) and direct.shape == traced.shape
+            and direct.dtype == traced.dtype)
+    if same:
+        atol = 1e-5 * (1.0 + float(traced.detach().abs().max()))
+        same = torch.allclose(direct.detach(), traced.detach(), rtol=1e-4, atol=atol)
+    if not same:
+        raise UnsupportedLayerError(
+            f"the torch.fx graph of {prefix.rstrip('.') or type(model).__name__!r} does not "
+            "reproduce what calling it computes on the example input (a torch.autocast or "
+            "other context manager inside forward, or state read at call time, is not "
+            "recorded by tracing); lipcert cannot bound it. Move such code out of forward."
+        )
+
+
 def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tensor,
                   prefix: str) -> _Partial:
+    with torch.no_grad():
+        direct = model(x.clone())  # what calling the model computes, for the check below
     interpreter = _BoundInterpreter(graph_module, prefix)
     output = interpreter.run(x)
     out_node = next(n for n in graph_module.graph.nodes if n.op == "output")
@@ -321,6 +345,7 @@ def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tenso
             f"{type(model).__name__} returns {type(output).__name__}, not a single tensor of "
             "shape (batch, ...); lipcert bounds models that return one tensor (e.g. logits)."
         )
+    _check_graph_reproduces(model, direct, output, prefix)
     if returned not in interpreter.running:
         raise BadInputError(f"the output of {type(model).__name__} does not depend on its input.")
     last_linear = None
@@ -563,4 +588,5 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
     # (to rtol 1e-4, on a few inputs): not enough for the pairwise form, which needs equality.
     last_linear = part.last_linear if part.traced else None
     return LipschitzReport(part.value, _guarantee(part.steps), part.records, part.traced,
-                           last_linear, tuple(example_input.shape[1:]), caveats=part.caveats)
+                           last_linear, tuple(example_input.shape[1:]), caveats=part.caveats,
+                           model_state=model_fingerprint(model))
