@@ -120,3 +120,44 @@ def test_unit_roundoff_and_gamma():
         assert unit_roundoff(torch.float32, cuda) == 2.0 ** -24
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+
+
+class _UpcastAtTheEnd(nn.Module):
+    """Computes in float32 and returns float64 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3).float()
+
+    def forward(self, x):
+        return self.fc(x.float()).double() * 1.0
+
+
+def test_estimate_uses_the_least_precise_dtype_inside_the_model():
+    x = torch.randn(4, 4).float()
+    _, estimate = forward_with_allowance(_UpcastAtTheEnd(), x, 1.0)
+    assert not estimate.proven
+    # float32 work: the allowance is at the float32 scale, not float64's 1e-16
+    assert bool((estimate.offset > 1e-8).all())
+
+
+class _DownInside(nn.Module):
+    """Casts to float32 with a tensor method, whatever the weights' dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return (self.fc(x).float() * 3.0).to(x.dtype)
+
+
+def test_a_float64_copy_that_casts_down_inside_is_not_used_as_the_reference():
+    from lipcert.certify.lipschitz import _float64_logits
+
+    model = _DownInside().float()
+    x = torch.randn(5, 4).float()
+    assert _float64_logits(model, x) is None
+    assert _float64_logits(nn.Linear(4, 3).float(), x) is not None
+    _, estimate = forward_with_allowance(_DownInside().double(), x.double(), 3.0)
+    assert bool((estimate.offset > 1e-8).all())  # float32 work inside a float64 model

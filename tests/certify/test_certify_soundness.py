@@ -380,3 +380,23 @@ def test_untraced_fallback_never_uses_the_pairwise_form():
     with pytest.warns(UserWarning, match="could not trace"):
         report = lipschitz_bound(_Untraceable(), torch.randn(2, 4))
     assert not report.traced and report.last_linear is None
+
+
+def test_a_report_is_refused_for_another_model_or_changed_weights():
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(16, 4)
+    report = lipschitz_bound(model, x[:1])
+    lipschitz_radii(model, x, bound=report)  # the same model: accepted
+    with pytest.raises(BadInputError, match="another model") as error:
+        lipschitz_radii(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), x,
+                        bound=report)
+    _one_line(error)
+    with torch.no_grad():
+        model[2].weight.mul_(10)  # an in-place update, as an optimizer step does
+    with pytest.raises(BadInputError, match="another model"):
+        lipschitz_radii(model, x, bound=report)
+    report = lipschitz_bound(model, x[:1])
+    model[0].weight.data.mul_(3)  # .data writes skip the version counter, not the values
+    with pytest.raises(BadInputError, match="another model"):
+        lipschitz_radii(model, x, bound=report)

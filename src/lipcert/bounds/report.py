@@ -14,6 +14,22 @@ from lipcert.report import format_table
 SOUND_REPORT_GUARANTEES = ("exact", "upper")
 
 
+def model_fingerprint(model: torch.nn.Module) -> tuple:
+    """Which parameters ``model`` holds and their values: per parameter its memory, shape,
+    version counter and float64 sum and sum of squares (``p.data`` writes skip the counter,
+    not the sums)."""
+    parameters = list(model.parameters())
+    if not parameters:
+        return ()
+    with torch.no_grad():
+        sums = [torch.stack([t.sum(), t.square().sum()]).cpu() for t in (
+            p.detach().to(torch.float32 if p.device.type == "mps" else torch.float64)
+            for p in parameters)]
+        values = torch.stack(sums).tolist()  # one transfer per parameter, no float() each
+    return tuple((p.data_ptr(), tuple(p.shape), p._version, *v)
+                 for p, v in zip(parameters, values, strict=True))
+
+
 def _check_bound_value(value: Any, what: str) -> float:
     """``float(value)`` if it is a finite number >= 0, else a one-line BadInputError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
@@ -112,9 +128,23 @@ class LipschitzReport:
     last_linear: LastLinear | None = None
     input_shape: tuple[int, ...] | None = None
     caveats: tuple[str, ...] = ()
+    model_state: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.check()
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise BadInputError unless ``model`` holds the very parameters, with the same
+        values, that the bound was computed for (``model_state``, set by lipschitz_bound;
+        hand-built reports have none and are not checked)."""
+        if self.model_state is None:
+            return
+        if model_fingerprint(model) != self.model_state:
+            raise BadInputError(
+                "the Lipschitz report was computed for another model or for other weights "
+                "(parameters changed since, e.g. by training); recompute it with "
+                "lipcert.bounds.lipschitz_bound(model, example_input)."
+            )
 
     def check(self) -> None:
         """Raise a lipcert error unless the report can back a certificate (run again by the

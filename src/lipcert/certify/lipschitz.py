@@ -35,7 +35,12 @@ import torch
 from torch import nn
 
 from lipcert.bounds import LipschitzReport, lipschitz_bound
-from lipcert.certify.rounding import RoundingAllowance, forward_with_allowance, unit_roundoff
+from lipcert.certify.rounding import (
+    DtypeWatch,
+    RoundingAllowance,
+    forward_with_allowance,
+    unit_roundoff,
+)
 from lipcert.errors import BadInputError, UnsupportedLayerError, check_finite
 from lipcert.linalg.result import NormBound
 
@@ -212,11 +217,14 @@ def _model_dtype(model: nn.Module, x: torch.Tensor) -> torch.dtype:
 def _float64_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """Logits of a float64 copy of ``model`` (float32 weights are exact in float64), or None
     when the model cannot be copied, converted or run in float64."""
+    watch = DtypeWatch(torch.float64)
     try:
         twin = copy.deepcopy(model).to(torch.float64)
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             logits = twin(x.to(torch.float64))
     except Exception:  # noqa: BLE001 (then the margins come from the model's own logits)
+        return None
+    if watch.least != torch.float64:  # the forward casts down inside: not a float64 run
         return None
     if not torch.is_tensor(logits) or not logits.is_floating_point():
         return None
@@ -281,6 +289,7 @@ def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
     if isinstance(bound, LipschitzReport):
         bound.check()
         bound.check_input_shape(tuple(x.shape[1:]))
+        bound.check_model(model)
     lipschitz = _global_constant(bound)
     reference_logits = None
     if reference == "float64" and dtype != torch.float64:

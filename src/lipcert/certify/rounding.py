@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 EXACT_TYPES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.ReLU, nn.ReLU6, nn.Hardtanh,
                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -117,6 +118,29 @@ def _affine_terms(module: nn.Module, h: torch.Tensor) -> tuple[int, torch.Tensor
     absolute = weight.abs().flatten(2).sum(2)  # (out, in / groups): l1 norm of each kernel
     schur = math.sqrt(float(absolute.sum(1).max()) * float(absolute.sum(0).max()))
     return weight[0].numel() + 1, _sample_norms(scale), schur
+
+
+class DtypeWatch(TorchFunctionMode):
+    """Records the least precise floating dtype among the outputs of every torch function
+    and tensor method run inside the block (``x.float()`` in a forward included)."""
+
+    def __init__(self, start: torch.dtype):
+        super().__init__()
+        self.least = start
+
+    def _see(self, value) -> None:
+        if torch.is_tensor(value):
+            if value.is_floating_point() and (torch.finfo(value.dtype).eps
+                                              > torch.finfo(self.least).eps):
+                self.least = value.dtype
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                self._see(item)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        self._see(result)
+        return result
 
 
 def _chain(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
@@ -232,6 +256,9 @@ def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
     batch = len(x)
     largest = torch.zeros(batch, dtype=torch.float64, device=x.device)
     terms = [0]
+    # the least precise dtype any module computes in (a float64 output may come from float32
+    # work inside), so the estimate uses its unit roundoff
+    least = [x.dtype]
 
     def record(module: nn.Module, args: tuple, output) -> None:
         nonlocal largest
@@ -239,6 +266,8 @@ def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
         tensors += [output] if torch.is_tensor(output) else [
             o for o in (output if isinstance(output, (tuple, list)) else []) if torch.is_tensor(o)]
         for t in tensors:
+            if t.is_floating_point() and torch.finfo(t.dtype).eps > torch.finfo(least[0]).eps:
+                least[0] = t.dtype
             if t.is_floating_point() and t.dim() >= 1 and t.shape[0] == batch:
                 largest = torch.maximum(largest, _sample_norms(t))
         h = args[0] if args and torch.is_tensor(args[0]) else None
@@ -253,8 +282,9 @@ def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
             terms[0] += h[0].numel() + 1
 
     handles = [m.register_forward_hook(record) for m in model.modules()]
+    watch = DtypeWatch(x.dtype)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             logits = model(x)
     finally:
         for handle in handles:
@@ -265,9 +295,15 @@ def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
         dtype = logits.dtype
     else:
         dtype = x.dtype
+    if torch.finfo(watch.least).eps > torch.finfo(least[0]).eps:
+        least[0] = watch.least
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and torch.finfo(tensor.dtype).eps > torch.finfo(
+                least[0]).eps:
+            least[0] = tensor.dtype
     n = max(terms[0], 1)
     factor = ESTIMATE_FACTOR * max(1.0, lipschitz)
-    g = gamma(n, unit_roundoff(dtype, x.device, matmul=True))
+    g = gamma(n, unit_roundoff(least[0], x.device, matmul=True))
     offset = factor * g * largest
     slope = torch.full_like(offset, factor * g * lipschitz)
     if reference_dtype is None:
