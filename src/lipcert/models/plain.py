@@ -48,3 +48,61 @@ def lmt_cnn(
         features = dense_width
     layers.append(nn.Linear(features, num_classes))
     return nn.Sequential(*layers)
+
+
+NO_NOISE = "none"
+"""The ``noise`` argument of :func:`small_cnn` for a model without noise injection."""
+
+
+def small_cnn(
+    *,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    width: int,
+    depth: int,
+    dense_width: int,
+    dense_depth: int,
+    noise: str = NO_NOISE,
+) -> nn.Sequential:
+    """``cnn-s``: a plain small CNN for the randomized-defense experiments (adversarial
+    training, noise injection, RAT; arXiv 1902.01148, 1903.10219, 2012.02632), CPU-sized.
+
+    ``depth`` blocks of conv 3x3 (padding 1, ``width * 2**level`` channels), ReLU, max-pool 2x2;
+    then ``dense_depth`` hidden dense layers of ``dense_width`` units with ReLU and a final
+    linear layer. Defaults (``width=32, depth=2, dense_width=128, dense_depth=1``) on MNIST:
+    conv 32, pool, conv 64, pool, linear 128, linear 10.
+
+    ``noise`` (``"LAW:SIGMA"``, e.g. ``"gaussian:0.25"``, or ``"none"``) puts a
+    :class:`lipcert.layers.NoiseInjection` at the input (index 0 of the Sequential; an
+    ``nn.Identity`` holds that slot without noise, so both variants have the same weights and,
+    from the same seed, the same initial values).
+    No Lipschitz guarantee: without noise its bound comes from :mod:`lipcert.bounds`.
+    """
+    from lipcert.layers.noise_injection import NoiseInjection
+    from lipcert.noise import parse_noise_spec
+
+    if not isinstance(noise, str):
+        raise BadInputError(f"cnn-s: noise must be 'none' or 'LAW:SIGMA', got {noise!r}.")
+    spec = None if noise.strip().lower() == NO_NOISE else parse_noise_spec(noise)
+    layers: list[nn.Module] = [nn.Identity()]
+    side, channels = image_size, in_channels
+    for level in range(depth):
+        if side // 2 < 1:
+            raise BadInputError(
+                f"cnn-s: image_size={image_size} is too small for depth={depth} 2x2 poolings; "
+                f"use image_size >= {2 ** depth} or a smaller depth."
+            )
+        out = width * 2**level
+        layers += [nn.Conv2d(channels, out, kernel_size=3, padding=1), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        channels, side = out, side // 2
+    layers.append(nn.Flatten())
+    features = channels * side * side
+    for _ in range(dense_depth):
+        layers += [nn.Linear(features, dense_width), nn.ReLU()]
+        features = dense_width
+    layers.append(nn.Linear(features, num_classes))
+    if spec is not None:  # created last: the weights are those of the noise-free recipe
+        layers[0] = NoiseInjection(*spec)
+    return nn.Sequential(*layers)

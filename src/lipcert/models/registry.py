@@ -26,17 +26,19 @@ class Recipe:
     Attributes:
         name: the name passed to :func:`build`.
         summary: one line for :func:`describe`.
-        builder: called with every argument as a keyword (all positive integers).
+        builder: called with every argument as a keyword (positive integers, except string
+            arguments whose default is a string, such as ``cnn-s``'s ``noise``).
         defaults: the arguments it accepts and their default values.
     """
 
     name: str
     summary: str
     builder: Callable[..., nn.Module]
-    defaults: Mapping[str, int]
+    defaults: Mapping[str, int | str]
 
 
-def _recipe(name: str, summary: str, builder: Callable[..., nn.Module], **sizes: int) -> Recipe:
+def _recipe(name: str, summary: str, builder: Callable[..., nn.Module],
+            **sizes: int | str) -> Recipe:
     return Recipe(name, summary, builder, MappingProxyType({**MNIST_SHAPE, **sizes}))
 
 
@@ -80,6 +82,13 @@ _REGISTRY: dict[str, Recipe] = {
             "last layer",
             structured.dcnn_lip_network, width=784, depth=2,
         ),
+        _recipe(
+            "cnn-s", "plain small CNN (conv-pool blocks, dense head) for adversarial training, "
+            "noise injection and RAT (arXiv 1902.01148, 1903.10219, 2012.02632); noise="
+            "'LAW:SIGMA' puts a NoiseInjection at the input; unconstrained",
+            plain.small_cnn, width=32, depth=2, dense_width=128, dense_depth=1,
+            noise=plain.NO_NOISE,
+        ),
     )
 }
 
@@ -121,6 +130,12 @@ def resolve_args(name: str, overrides: Mapping[str, Any]) -> dict[str, int]:
         )
     args = {**recipe.defaults, **overrides}
     for key, value in args.items():
+        if isinstance(recipe.defaults[key], str):
+            if not isinstance(value, str):
+                raise BadInputError(
+                    f"recipe {name!r}: {key} must be a string, got {value!r}."
+                )
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BadInputError(
                 f"recipe {name!r}: {key} must be a positive integer, got {value!r}."

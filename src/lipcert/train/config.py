@@ -25,6 +25,10 @@ class TrainConfig:
     ``weight_decay``, ``optimizer``, ``schedule``, ``seed``. Run: ``device``, ``out``,
     ``resume``, ``certify``, ``stop_after``, ``progress``. Noise augmentation for randomized
     smoothing: ``noise`` (``"LAW:SIGMA"``, e.g. ``"gaussian:0.25"``; None for none).
+    Randomized defenses: ``adversarial`` (``"pgd-linf:EPS"``, ``"pgd-l2:EPS"``, ``"mat-rand"``,
+    ``"mat-max"``; :mod:`lipcert.train.adversarial`) and ``noise_layer`` (``"LAW:SIGMA"``: a
+    :class:`lipcert.layers.NoiseInjection` where the recipe puts it, e.g. ``cnn-s``'s input;
+    with ``adversarial`` this is RAT).
     """
 
     model: str = "sll-s"
@@ -55,6 +59,8 @@ class TrainConfig:
     stop_after: int | None = None
     progress: bool = True
     noise: str | None = None
+    adversarial: str | None = None
+    noise_layer: str | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -117,5 +123,19 @@ class TrainConfig:
             from lipcert.train.noise_augment import make_noise_augment
 
             make_noise_augment(self.noise, self.seed)
+        if self.adversarial is not None:
+            from lipcert.train.adversarial import make_adversary
+
+            make_adversary(self.adversarial, self.seed)
+        if self.noise_layer is not None:
+            from lipcert.models.registry import default_args
+            from lipcert.noise import parse_noise_spec
+
+            parse_noise_spec(self.noise_layer)
+            if "noise" not in default_args(self.model):
+                raise BadInputError(
+                    f"noise_layer needs a recipe with a noise slot (cnn-s); {self.model!r} has "
+                    "none."
+                )
         if self.lr == 0 or self.temperature == 0:
             raise BadInputError("lr and temperature must be > 0.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from lipcert.train.distributed import (
     sum_over_ranks,
 )
 from lipcert.train.evaluation import evaluate
+from lipcert.train.adversarial import Adversary, make_adversary
 from lipcert.train.noise_augment import NoiseAugment, make_noise_augment
 from lipcert.train.optim import OptimizerFactory, ScheduleFactory, make_optimizer, make_schedule
 
@@ -139,6 +141,21 @@ def check_model_fits(
                 f"{err} Certified accuracy cannot be measured for this model; train it with "
                 "certify=False (CLI: --no-certify) or use a supported architecture."
             ) from err
+
+
+def _skip_certify_randomized(model: nn.Module) -> bool:
+    """True (with a warning) for a model holding a NoiseInjection: a random map has no
+    Lipschitz-margin certificate, so per-epoch certification is skipped."""
+    from lipcert.attacks.common import is_randomized
+
+    if not is_randomized(model):
+        return False
+    warnings.warn(
+        "the model contains a NoiseInjection (a random map): per-epoch certified accuracy is "
+        "skipped; certify the trained model with lipcert.certify.noise_injection_radii.",
+        stacklevel=3,
+    )
+    return True
 
 
 def build_optimizer(
@@ -264,6 +281,7 @@ def train(
     progress: bool = True,
     dataset_name: str | None = None,
     noise: str | None = None,
+    adversarial: str | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs and measure its certified accuracy every epoch.
 
@@ -302,6 +320,11 @@ def train(
             standard deviation to every training sample at every step (on the device, seeded
             by ``seed``, epoch and step, so resume is exact): the training of base classifiers
             for randomized smoothing (:mod:`lipcert.train.noise_augment`). Evaluation is clean.
+        adversarial: ``"pgd-linf:EPS"``, ``"pgd-l2:EPS"``, ``"mat-rand"`` or ``"mat-max"``:
+            train on adversarial examples (:mod:`lipcert.train.adversarial`); with a
+            :class:`lipcert.layers.NoiseInjection` in the model this is RAT. A model with
+            NoiseInjection is random, so its per-epoch certification is skipped with a warning
+            (certify it with :func:`lipcert.certify.noise_injection_radii`).
 
     Raises :class:`lipcert.LipcertError` before any training step for bad arguments, data the
     model cannot classify, a model that cannot be certified (with ``certify=True``), or
@@ -310,6 +333,8 @@ def train(
     eps = resolve_eps(eps, loss)
     check_arguments(epochs, eps, batch_size, penalty, penalty_method)
     make_noise_augment(noise, seed)  # a bad spec fails before any work
+    make_adversary(adversarial, seed)
+    certify = certify and not _skip_certify_randomized(model)
     if resume and out is None:
         raise BadInputError("resume=True needs the run folder `out` to resume from.")
     if resume and checkpointing.saved_epoch(Path(out)) is None:
@@ -343,6 +368,7 @@ def train(
         "weight_decay": weight_decay, "schedule": describe_setting(schedule), "seed": seed,
         "batch_size": batch_size, "eps": eps, "penalty": penalty,
         "penalty_method": penalty_method, "noise": noise,
+        **({"adversarial": adversarial} if adversarial is not None else {}),
     }
     start, history = 0, []
     if resume:
@@ -362,6 +388,7 @@ def train(
             rank_batch=rank_batch, seed=seed, world=world, device=device, eps=eps,
             certify=certify, test_data=test_data, progress=progress,
             augment=make_noise_augment(noise, seed, world.rank),
+            adversary=make_adversary(adversarial, seed, world.rank),
             penalty=(lambda x: penalty * lipschitz_penalty(model, x, penalty_method))
             if penalty > 0 else None,
         )
@@ -396,6 +423,7 @@ def run_epoch(
     progress: bool,
     penalty: Callable[[torch.Tensor], torch.Tensor] | None,
     augment: NoiseAugment | None = None,
+    adversary: Adversary | None = None,
 ) -> dict[str, Any]:
     """One epoch of training followed by evaluation on ``test_data``; returns the log record."""
     if hasattr(loss, "set_epoch"):
@@ -410,6 +438,8 @@ def run_epoch(
     net.train()
     for step, index in enumerate(batches):
         x, y = images[index].to(device), labels[index].to(device)
+        if adversary is not None:
+            x = adversary(model, x, y, epoch=epoch, step=step)
         if augment is not None:
             x = augment(x, epoch=epoch, step=step)
         logits = net(x)
@@ -446,6 +476,7 @@ def run_epoch(
         "lr": opt.param_groups[0]["lr"],
         "train_seconds": seconds,
         "noise": augment.spec if augment is not None else None,
+        **({"adversarial": adversary.spec} if adversary is not None else {}),
     }
     postfix = {"loss": f"{record['loss']:.4f}", "test_acc": f"{record['test_accuracy']:.3f}"}
     if certify:

@@ -16,8 +16,8 @@ def build_model_for(config: TrainConfig) -> torch.nn.Module:
     meta = datasets.info(config.data)
     channels, height, width = meta.shape
     sizes = {"in_channels": channels, "image_size": height, "num_classes": meta.num_classes}
-    sizes.update({k: v for k, v in (("width", config.width), ("depth", config.depth))
-                  if v is not None})
+    sizes.update({k: v for k, v in (("width", config.width), ("depth", config.depth),
+                                    ("noise", config.noise_layer)) if v is not None})
     from lipcert.models import build
 
     torch.manual_seed(config.seed)
@@ -49,5 +49,5 @@ def train_from_config(
         eps=config.eps, device=config.device, out=config.out, resume=config.resume,
         certify=config.certify, penalty=config.penalty, penalty_method=config.penalty_method,
         stop_after=config.stop_after, progress=config.progress, dataset_name=config.data,
-        noise=config.noise,
+        noise=config.noise, adversarial=config.adversarial,
     )
