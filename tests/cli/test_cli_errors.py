@@ -142,7 +142,7 @@ def test_malformed_arguments_are_usage_errors(argv, phrase, digits_ckpt, capsys)
 def test_os_errors_and_interrupts_end_in_one_line(digits_ckpt, capsys, monkeypatch):
     import lipcert.cli.bound_cmd as bound_cmd
 
-    def unreadable(path, device, dtype=None):
+    def unreadable(path, *args):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(bound_cmd, "load_checkpoint", unreadable)
@@ -150,7 +150,7 @@ def test_os_errors_and_interrupts_end_in_one_line(digits_ckpt, capsys, monkeypat
     assert code == 1
     assert_one_error_line(err, "Permission denied", str(digits_ckpt))
 
-    def interrupted(path, device, dtype=None):
+    def interrupted(path, *args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bound_cmd, "load_checkpoint", interrupted)

@@ -41,12 +41,23 @@ def add_data_flags(parser: argparse.ArgumentParser, *, batch_size: int = 256) ->
                         help=f"points per batch (default {batch_size})")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP.format(default="auto"))
     add_dtype_flag(parser)
+    add_factory_flags(parser)
     add_json_flag(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_factory_flags(parser: argparse.ArgumentParser) -> None:
+    """``--factory package.module:function`` and ``--factory-args JSON``: a user's own model,
+    whose weights (a safetensors state_dict) are the checkpoint argument."""
+    parser.add_argument("--factory", default=None, metavar="MODULE:FUNCTION",
+                        help="build the model by calling this function (your own nn.Module); "
+                        "the checkpoint is then its state_dict as .safetensors")
+    parser.add_argument("--factory-args", default=None, metavar="JSON",
+                        help="keyword arguments of --factory as a JSON object")
 
 
 def add_dtype_flag(parser: argparse.ArgumentParser) -> None:

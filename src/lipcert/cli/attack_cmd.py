@@ -85,7 +85,7 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tens
     check_output_file(getattr(args, "plot", None), "plot", FIGURE_SUFFIXES)
     device = resolve_device(args.device)
     path = checkpoint_file(args.checkpoint)
-    spec = models.read_spec(path)
+    spec = ({"recipe": f"factory {args.factory}"} if args.factory else models.read_spec(path))
     name = args.data or spec.get("dataset")
     if not name:
         raise BadInputError(f"{path} names no data set; pass --data NAME.")
@@ -97,7 +97,7 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tens
             f"({spec.get('recipe')}{trained}) takes {_dims(expected)}; pass --data with a data "
             "set of that shape (see `lipcert data list`)."
         )
-    model, _ = load_checkpoint(path, device, args.dtype)
+    model, _ = load_checkpoint(path, device, args.dtype, args.factory, args.factory_args)
     x, y = data.load(name, args.split, root=args.root).tensors
     classes = int(y.unique().numel())
     if args.limit is not None:

@@ -13,6 +13,7 @@ from lipcert.cli._common import (
     DEVICE_HELP,
     DTYPES,
     add_dtype_flag,
+    add_factory_flags,
     add_json_flag,
     check_int,
     check_output_file,
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("--input-shape", type=int, nargs="+", default=None, metavar="N",
                         help="shape of one input, e.g. 1 28 28 (default: from the checkpoint)")
     add_dtype_flag(parser)
+    add_factory_flags(parser)
     add_json_flag(parser)
     parser.add_argument("--lower-steps", type=int, default=50, metavar="N",
                         help="ascent steps of the lower bound (default 50; 0 to skip it)")
@@ -46,14 +48,25 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_bound)
 
 
-def load_checkpoint(path: str, device: str | torch.device = "cpu",
-                    dtype: str | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: str, device: str | torch.device = "cpu", dtype: str | None = None,
+                    factory: str | None = None,
+                    factory_args: str | None = None) -> tuple[nn.Module, dict]:
     """The checkpoint's model in eval mode, with its input normalization (if the spec names
     one) prepended as :class:`lipcert.bounds.Normalize`, in ``dtype`` (a name of
-    :data:`DTYPES`; None keeps the checkpoint's), and its spec."""
+    :data:`DTYPES`; None keeps the checkpoint's), and its spec. With ``factory``
+    (``--factory``), the model is the factory's and ``path`` holds its state_dict; its spec
+    only names the factory."""
     from lipcert import models
     from lipcert.bounds import Normalize
 
+    if factory is not None:
+        from lipcert.models.factory import build_from_factory, load_weights, parse_factory_args
+
+        model = build_from_factory(factory, parse_factory_args(factory_args))
+        load_weights(model, path)
+        if dtype is not None:
+            model = model.to(DTYPES[dtype])
+        return model.to(device).eval(), {"recipe": f"factory {factory}"}
     spec = models.read_spec(path)
     model = models.load(path, map_location=device)
     if spec.get("normalization"):
@@ -97,7 +110,7 @@ def run_bound(args: argparse.Namespace) -> int:
     check_output_file(args.json, "json")
     device = resolve_device(args.device)
     path = checkpoint_file(args.checkpoint)
-    model, spec = load_checkpoint(path, device, args.dtype)
+    model, spec = load_checkpoint(path, device, args.dtype, args.factory, args.factory_args)
     shape = input_shape_of(spec, args.input_shape)
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(args.seed)
