@@ -520,3 +520,16 @@ def test_the_weights_record_their_recipe_args_and_dtype(saved):
     spec = read_spec(saved[0])
     assert recorded == {key: spec[key] for key in ("recipe", "args", "dtype")}
     assert spec["format_version"] == 2
+
+
+def test_recipes_that_cannot_build_on_meta_are_built_under_an_allocation_cap():
+    from lipcert.models.checkpoint import _recipe_table
+
+    args = {**TINY, "depth": 2, "dense_depth": 2, "dense_width": 5000}
+    with pytest.raises(CheckpointError, match="would allocate 80000 elements"):
+        _recipe_table("spectral-s", args, torch.float32, budget=1000)  # .item() during build
+    table, _ = _recipe_table("spectral-s", {**args, "dense_width": 8}, torch.float32,
+                             budget=10**4)
+    model = build("spectral-s", seed=0, **{**args, "dense_width": 8})
+    assert table == {k: {"shape": list(v.shape), "dtype": "float32"}
+                     for k, v in model.state_dict().items()}
