@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from train_helpers import digits, tiny_mlp
 
 from lipcert.attacks import robust_accuracy
 from lipcert.errors import BadInputError
@@ -20,7 +21,6 @@ from lipcert.train.adversarial import (
     equal_volume_l2_radius,
     make_adversary,
 )
-from train_helpers import digits, tiny_mlp
 
 
 def test_specs_parse_and_bad_ones_raise_naming_the_forms():
