@@ -43,6 +43,10 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
      "sample and step) for randomized smoothing (`lipcert smooth`)"),
     ("adversarial", str, "adversarial training: pgd-linf:EPS, pgd-l2:EPS, mat-rand or mat-max "
      "(10 PGD steps of eps/5, random start); with --noise-layer this is RAT"),
+    ("augment", str, "data augmentation on the device: crop (crop:P pads by P, default 2), "
+     "flip, or crop,flip (no flip for digits)"),
+    ("val_fraction", float, "hold out this fraction of each class of the training split and "
+     "evaluate on it every epoch (choose settings there, never on the test split)"),
     ("noise_layer", str, "LAW:SIGMA, e.g. gaussian:0.25: a NoiseInjection layer (fresh noise at "
      "every forward, training and inference) where the recipe puts it (cnn-s: the input)"),
 )
@@ -52,7 +56,8 @@ ALIASES = {"data_root": ("--root",)}
 METAVARS = {"model": "RECIPE", "data": "NAME", "data_root": "FOLDER", "out": "FOLDER",
             "epochs": "N", "batch_size": "N", "width": "N", "depth": "N", "ramp_epochs": "N",
             "stop_after": "N", "penalty_method": "METHOD", "noise": "LAW:SIGMA",
-            "adversarial": "SPEC", "noise_layer": "LAW:SIGMA"}
+            "adversarial": "SPEC", "noise_layer": "LAW:SIGMA", "augment": "LIST",
+            "val_fraction": "F"}
 
 
 def register(subparsers) -> None:

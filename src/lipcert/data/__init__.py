@@ -29,10 +29,34 @@ from torch.utils.data import TensorDataset
 from lipcert.data.cifar import read_cifar_split
 from lipcert.data.embedded import read_digits, read_mnist_5k
 from lipcert.data.idx import read_idx_split
-from lipcert.data.registry import DATASETS, SPLITS, DatasetInfo, stratified_split
-from lipcert.errors import DataError
+from lipcert.data.registry import (
+    DATASETS,
+    SPLITS,
+    DatasetInfo,
+    fraction_split,
+    stratified_split,
+)
+from lipcert.errors import BadInputError, DataError
 
-__all__ = ["load", "list_datasets", "info", "DatasetInfo", "DATASETS"]
+__all__ = ["load", "list_datasets", "info", "validation_split", "DatasetInfo", "DATASETS"]
+
+
+def validation_split(dataset: TensorDataset,
+                     fraction: float) -> tuple[TensorDataset, TensorDataset]:
+    """``(train, validation)`` from a training split: ``floor(n_c * fraction)`` images of
+    each class ``c`` held out, spread evenly over the class in order (no random generator),
+    both ordered round-robin over the classes. Choose hyperparameters on the validation part,
+    never on the test split."""
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not (
+            0 < fraction < 1):
+        raise BadInputError(f"the validation fraction must be in (0, 1), got {fraction!r}.")
+    images, labels = dataset.tensors
+    kept, held = fraction_split(labels.cpu().numpy(), float(fraction))
+    if len(held) == 0:
+        raise BadInputError(f"a validation fraction of {fraction:g} holds out no image of "
+                            f"{len(labels)}; raise it.")
+    pick = [torch.as_tensor(kept), torch.as_tensor(held)]
+    return tuple(TensorDataset(images[i], labels[i]) for i in pick)
 
 
 def list_datasets() -> list[str]:

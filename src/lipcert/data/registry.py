@@ -115,6 +115,18 @@ def stratified_split(labels: np.ndarray, split: str, every: int = 5) -> np.ndarr
     is class-balanced even when the source file is sorted by label.
     """
     is_test = (_rank_in_class(labels) % every) == every - 1
-    chosen = np.flatnonzero(is_test if split == "test" else ~is_test)
+    return _round_robin(labels, np.flatnonzero(is_test if split == "test" else ~is_test))
+
+
+def _round_robin(labels: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     rank = _rank_in_class(labels[chosen])
     return chosen[np.lexsort((labels[chosen], rank))]
+
+
+def fraction_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out) with ``floor(n_c * fraction)`` items of each class ``c`` held
+    out, spread evenly over the class in file order; both ordered round-robin over classes."""
+    rank = _rank_in_class(labels)
+    held = np.floor((rank + 1) * fraction) > np.floor(rank * fraction)
+    return (_round_robin(labels, np.flatnonzero(~held)),
+            _round_robin(labels, np.flatnonzero(held)))

@@ -28,7 +28,10 @@ class TrainConfig:
     Randomized defenses: ``adversarial`` (``"pgd-linf:EPS"``, ``"pgd-l2:EPS"``, ``"mat-rand"``,
     ``"mat-max"``; :mod:`lipcert.train.adversarial`) and ``noise_layer`` (``"LAW:SIGMA"``: a
     :class:`lipcert.layers.NoiseInjection` where the recipe puts it, e.g. ``cnn-s``'s input;
-    with ``adversarial`` this is RAT).
+    with ``adversarial`` this is RAT). Data augmentation: ``augment`` (``"crop,flip"``,
+    :mod:`lipcert.train.augment`). Validation: ``val_fraction`` holds out that fraction of
+    each class of the training split (:func:`lipcert.data.validation_split`) and evaluates on
+    it every epoch instead of the test split.
     """
 
     model: str = "sll-s"
@@ -61,6 +64,8 @@ class TrainConfig:
     noise: str | None = None
     adversarial: str | None = None
     noise_layer: str | None = None
+    augment: str | None = None
+    val_fraction: float | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -123,6 +128,18 @@ class TrainConfig:
             from lipcert.train.noise_augment import make_noise_augment
 
             make_noise_augment(self.noise, self.seed)
+        if self.augment is not None:
+            from lipcert.train.augment import make_image_augment
+
+            make_image_augment(self.augment, self.seed)
+            if "flip" in self.augment and self.data in ("mnist", "mnist-5k", "digits"):
+                raise BadInputError(f"augment flip mirrors digits into other shapes; use "
+                                    f"'crop' alone for {self.data}.")
+        if self.val_fraction is not None and (
+                isinstance(self.val_fraction, bool)
+                or not isinstance(self.val_fraction, int | float)
+                or not 0 < self.val_fraction < 1):
+            raise BadInputError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}.")
         if self.adversarial is not None:
             from lipcert.train.adversarial import make_adversary
 

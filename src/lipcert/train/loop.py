@@ -32,6 +32,7 @@ from lipcert.train.distributed import (
 )
 from lipcert.train.evaluation import evaluate
 from lipcert.train.adversarial import Adversary, make_adversary
+from lipcert.train.augment import ImageAugment, make_image_augment
 from lipcert.train.noise_augment import NoiseAugment, make_noise_augment
 from lipcert.train.optim import OptimizerFactory, ScheduleFactory, make_optimizer, make_schedule
 
@@ -282,6 +283,7 @@ def train(
     dataset_name: str | None = None,
     noise: str | None = None,
     adversarial: str | None = None,
+    augment: str | None = None,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs and measure its certified accuracy every epoch.
 
@@ -325,6 +327,10 @@ def train(
             :class:`lipcert.layers.NoiseInjection` in the model this is RAT. A model with
             NoiseInjection is random, so its per-epoch certification is skipped with a warning
             (certify it with :func:`lipcert.certify.noise_injection_radii`).
+        augment: ``"crop"``, ``"crop:P"``, ``"flip"`` or ``"crop,flip"``: random crops after
+            zero padding by P pixels (default 2) and left-right flips, fresh per sample and
+            step, on the device (:mod:`lipcert.train.augment`); applied before the adversary
+            and the noise.
 
     Raises :class:`lipcert.LipcertError` before any training step for bad arguments, data the
     model cannot classify, a model that cannot be certified (with ``certify=True``), or
@@ -334,6 +340,7 @@ def train(
     check_arguments(epochs, eps, batch_size, penalty, penalty_method)
     make_noise_augment(noise, seed)  # a bad spec fails before any work
     make_adversary(adversarial, seed)
+    make_image_augment(augment, seed)
     certify = certify and not _skip_certify_randomized(model)
     if resume and out is None:
         raise BadInputError("resume=True needs the run folder `out` to resume from.")
@@ -369,6 +376,7 @@ def train(
         "batch_size": batch_size, "eps": eps, "penalty": penalty,
         "penalty_method": penalty_method, "noise": noise,
         **({"adversarial": adversarial} if adversarial is not None else {}),
+        **({"augment": augment} if augment is not None else {}),
     }
     start, history = 0, []
     if resume:
@@ -389,6 +397,7 @@ def train(
             certify=certify, test_data=test_data, progress=progress,
             augment=make_noise_augment(noise, seed, world.rank),
             adversary=make_adversary(adversarial, seed, world.rank),
+            image_augment=make_image_augment(augment, seed, world.rank),
             penalty=(lambda x: penalty * lipschitz_penalty(model, x, penalty_method))
             if penalty > 0 else None,
         )
@@ -424,6 +433,7 @@ def run_epoch(
     penalty: Callable[[torch.Tensor], torch.Tensor] | None,
     augment: NoiseAugment | None = None,
     adversary: Adversary | None = None,
+    image_augment: ImageAugment | None = None,
 ) -> dict[str, Any]:
     """One epoch of training followed by evaluation on ``test_data``; returns the log record."""
     if hasattr(loss, "set_epoch"):
@@ -438,6 +448,8 @@ def run_epoch(
     net.train()
     for step, index in enumerate(batches):
         x, y = images[index].to(device), labels[index].to(device)
+        if image_augment is not None:
+            x = image_augment(x, epoch=epoch, step=step)
         if adversary is not None:
             x = adversary(model, x, y, epoch=epoch, step=step)
         if augment is not None:
@@ -477,6 +489,7 @@ def run_epoch(
         "train_seconds": seconds,
         "noise": augment.spec if augment is not None else None,
         **({"adversarial": adversary.spec} if adversary is not None else {}),
+        **({"augment": image_augment.spec} if image_augment is not None else {}),
     }
     postfix = {"loss": f"{record['loss']:.4f}", "test_acc": f"{record['test_accuracy']:.3f}"}
     if certify:

@@ -9,11 +9,11 @@ exactly the noise of an uninterrupted one.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from lipcert.errors import BadInputError
 from lipcert.noise import parse_noise_spec, sample_noise
+from lipcert.train.augment import step_generator
 
 __all__ = ["NoiseAugment", "make_noise_augment"]
 
@@ -30,10 +30,7 @@ class NoiseAugment:
         self.seed, self.rank = int(seed), int(rank)
 
     def generator(self, device: torch.device, epoch: int, step: int) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, _STREAM, int(epoch), int(step),
-                                        self.rank])
-        seed = int(state.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
-        return torch.Generator(device).manual_seed(seed)
+        return step_generator(self.seed, _STREAM, epoch, step, self.rank, device)
 
     def __call__(self, x: torch.Tensor, *, epoch: int, step: int) -> torch.Tensor:
         if not x.dtype.is_floating_point:

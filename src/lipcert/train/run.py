@@ -30,12 +30,16 @@ def train_from_config(
     """Everything ``lipcert train`` does, as one call; validates the config first.
 
     ``train_data``/``test_data`` replace the splits of ``config.data`` (e.g. subsets of it);
-    the model is still sized from ``config.data``.
+    the model is still sized from ``config.data``. With ``config.val_fraction`` the
+    per-epoch evaluation runs on a validation part held out of ``train_data``, never on the
+    test split.
     """
     config.validate()
     if train_data is None:
         train_data = datasets.load(config.data, "train", root=config.data_root)
-    if test_data is None:
+    if config.val_fraction is not None:
+        train_data, test_data = datasets.validation_split(train_data, config.val_fraction)
+    elif test_data is None:
         test_data = datasets.load(config.data, "test", root=config.data_root)
     model = build_model_for(config)
     loss = build_loss(
@@ -49,5 +53,5 @@ def train_from_config(
         eps=config.eps, device=config.device, out=config.out, resume=config.resume,
         certify=config.certify, penalty=config.penalty, penalty_method=config.penalty_method,
         stop_after=config.stop_after, progress=config.progress, dataset_name=config.data,
-        noise=config.noise, adversarial=config.adversarial,
+        noise=config.noise, adversarial=config.adversarial, augment=config.augment,
     )
