@@ -10,12 +10,13 @@ from pathlib import Path
 
 from lipcert.cli._common import DEVICE_HELP, check_int, check_output_folder, resolve_device
 from lipcert.errors import BadInputError
+from lipcert.models.registry import RECIPES
 from lipcert.report import format_table
 
 # Flags of `lipcert train`: (TrainConfig field, type, help). Defaults come from TrainConfig,
 # so a flag left out keeps the value of --config FILE (or the dataclass default).
 TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("model", str, "model recipe: sll-s, cpl-s, aol-s, spectral-s, lmt-mnist, cnn-s"),
+    ("model", str, "model recipe: " + ", ".join(RECIPES)),
     ("data", str, "data set (see `lipcert data list`), e.g. mnist-5k, digits"),
     ("data_root", str, "folder with the original files of a local data set"),
     ("loss", str, "ce, margin-ce, lmt, lmt++, hinge or hkr"),
