@@ -93,3 +93,17 @@ def test_the_factory_is_never_taken_from_the_file(factory_module, tmp_path, caps
                         factory=factory_module)
     assert main(["certify", str(path), "--data", "digits", "--eps", "0.1"]) == 1
     assert "lipcert: error" in capsys.readouterr().err
+
+
+def test_cli_train_then_certify_a_factory_model(factory_module, tmp_path, capsys):
+    """train --factory writes the weights; certify --factory reads them back."""
+    out = tmp_path / "run"
+    assert main(["train", "--factory", factory_module, "--factory-args", '{"width": 8}',
+                 "--data", "digits", "--loss", "ce", "--epochs", "1", "--batch-size", "256",
+                 "--no-certify", "--no-progress", "--out", str(out)]) == 0
+    weights = out / "model.safetensors"
+    model = load_weights(build_from_factory(factory_module, {"width": 8}), weights)
+    assert isinstance(model, nn.Sequential)
+    assert main(["certify", str(out), "--factory", factory_module, "--factory-args",
+                 '{"width": 8}', "--data", "digits", "--eps", "0.1", "--limit", "16",
+                 "--no-progress"]) == 0

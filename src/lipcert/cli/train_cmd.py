@@ -8,7 +8,13 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from lipcert.cli._common import DEVICE_HELP, check_int, check_output_folder, resolve_device
+from lipcert.cli._common import (
+    DEVICE_HELP,
+    add_factory_flags,
+    check_int,
+    check_output_folder,
+    resolve_device,
+)
 from lipcert.errors import BadInputError
 from lipcert.models.registry import RECIPES
 from lipcert.report import format_table
@@ -82,6 +88,7 @@ def register(subparsers) -> None:
                             default=argparse.SUPPRESS, help=text + shown)
     parser.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                         help="continue the run in --out from its last checkpoint")
+    add_factory_flags(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the training run already in --out (without it, lipcert "
                         "refuses to overwrite one)")
@@ -119,7 +126,15 @@ def run_train(args: argparse.Namespace) -> int:
     config = (TrainConfig.from_toml(args.config, **settings) if args.config
               else TrainConfig.from_dict(settings, where="the command line"))
     check_run_folder(config.out, config.device, config.resume, args.overwrite)
-    result = train_from_config(config)
+    model = None
+    if args.factory is not None:
+        import torch
+
+        from lipcert.models.factory import build_from_factory, parse_factory_args
+
+        torch.manual_seed(config.seed)
+        model = build_from_factory(args.factory, parse_factory_args(args.factory_args))
+    result = train_from_config(config, model=model)
     if not current_world().is_main or not result.history:
         return 0
     last = result.history[-1]

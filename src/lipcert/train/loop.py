@@ -242,15 +242,17 @@ def save_epoch(
     dataset_name: str | None,
     settings: dict[str, Any] | None = None,
 ) -> Path | None:
-    """Write the log, the training state (with the run's ``settings``) and (recipe models)
-    the model checkpoint."""
+    """Write the log, the training state (with the run's ``settings``) and the model: a
+    checkpoint for recipe models, the weights (a state_dict) for others."""
     write_log(out, history)
     checkpointing.save_state(
         out, epoch=record["epoch"], model=model, optimizer=optimizer, scheduler=scheduler,
         device=device, settings=settings,
     )
-    if not has_recipe(model):
-        return None
+    if not has_recipe(model):  # a user's own model: its state_dict, for --factory
+        from lipcert.models.factory import save_weights
+
+        return save_weights(model, out / checkpointing.MODEL_FILE)
     from lipcert.models import save
 
     path = out / checkpointing.MODEL_FILE
@@ -387,7 +389,7 @@ def train(
         history = read_log(out_path, start)
     net: nn.Module = DistributedDataParallel(model) if world.distributed else model
     result = TrainResult(model=model, history=history, out=out_path)
-    if out_path is not None and world.is_main and has_recipe(model) and start:
+    if out_path is not None and world.is_main and start:
         result.model_file = out_path / checkpointing.MODEL_FILE
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(start, last):

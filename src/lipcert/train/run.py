@@ -25,12 +25,15 @@ def build_model_for(config: TrainConfig) -> torch.nn.Module:
 
 
 def train_from_config(
-    config: TrainConfig, train_data: Dataset | None = None, test_data: Dataset | None = None
+    config: TrainConfig, train_data: Dataset | None = None, test_data: Dataset | None = None,
+    model: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Everything ``lipcert train`` does, as one call; validates the config first.
 
     ``train_data``/``test_data`` replace the splits of ``config.data`` (e.g. subsets of it);
-    the model is still sized from ``config.data``. With ``config.val_fraction`` the
+    the model is still sized from ``config.data``. ``model`` (e.g. from ``--factory``)
+    replaces the recipe model; its weights are saved as ``model.safetensors`` (a state_dict,
+    see :mod:`lipcert.models.factory`). With ``config.val_fraction`` the
     per-epoch evaluation runs on a validation part held out of ``train_data``, never on the
     test split.
     """
@@ -41,7 +44,8 @@ def train_from_config(
         train_data, test_data = datasets.validation_split(train_data, config.val_fraction)
     elif test_data is None:
         test_data = datasets.load(config.data, "test", root=config.data_root)
-    model = build_model_for(config)
+    if model is None:
+        model = build_model_for(config)
     loss = build_loss(
         config.loss, eps=config.eps, offset=config.offset, temperature=config.temperature,
         margin=config.margin, alpha=config.alpha, ramp_epochs=config.ramp_epochs,
