@@ -586,3 +586,24 @@ def test_sort_values_and_movedim_are_sound():
 
     bound = _assert_sound(Sorted(), (6,), points=128)
     assert bound == pytest.approx(_spectral(Sorted().lin.weight.detach()))
+
+
+# ---- sibling: outputs that mix samples only at other batch sizes ----------------------------
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x.expand(2, -1, -1).flatten(1),  # a new leading dim that matches the probe
+    lambda x: x.reshape(2, -1)[:, -4:] * 1.0,  # a hard-coded batch size
+], ids=["expand-new-leading-dim", "hard-coded-batch"])
+def test_models_mixing_samples_are_refused(fn):
+    class Mix(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    x = torch.randn(4, 4)
+    moved = x.clone()
+    moved[1] += 1.0
+    with torch.no_grad():  # the oracle: sample 0's output moves when only sample 1 moves
+        assert float((Mix()(x)[0] - Mix()(moved)[0]).norm()) > 0
+    with pytest.raises(UnsupportedLayerError, match="each sample"):
+        lipschitz_bound(Mix(), torch.randn(8, 4))

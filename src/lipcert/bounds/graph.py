@@ -550,6 +550,54 @@ def _probe(example_input: torch.Tensor) -> torch.Tensor:
     return probe.repeat(PROBE_BATCH, *([1] * (probe.dim() - 1)))[:PROBE_BATCH]
 
 
+INDEPENDENCE_BATCH = 3  # not the probe's batch size: hard-coded batch sizes show up
+
+
+def _check_per_sample(model: nn.Module, example_input: torch.Tensor) -> None:
+    """Each sample's output must depend on that sample only: a batch of
+    ``INDEPENDENCE_BATCH`` distinct samples (the example's first ones, completed by seeded
+    perturbations) must give, row by row, what each sample gives alone. This catches what the
+    graph rules cannot see at the probe's batch size, such as ``x.expand(2, -1, -1)`` or
+    ``x.reshape(2, -1)`` (a new leading dimension that happens to match the probe's batch)."""
+    z = example_input[:INDEPENDENCE_BATCH]
+    if len(z) < INDEPENDENCE_BATCH:
+        generator = torch.Generator().manual_seed(0)
+        spread = 1.0 + float(z.detach().abs().max())
+        noise = torch.randn((INDEPENDENCE_BATCH - len(z), *z.shape[1:]), generator=generator,
+                            dtype=torch.float64)
+        extra = z[:1] + (0.1 * spread * noise).to(dtype=z.dtype, device=z.device)
+        z = torch.cat([z, extra])
+    name = type(model).__name__
+    try:
+        with torch.no_grad():
+            together = model(z.clone())
+            alone = [model(z[i:i + 1].clone()) for i in range(INDEPENDENCE_BATCH)]
+    except LipcertError:
+        raise
+    except Exception as error:  # noqa: BLE001 (a model tied to one batch size)
+        raise UnsupportedLayerError(
+            f"{name} fails on a batch of {INDEPENDENCE_BATCH} or of 1 sample ({error}); "
+            "lipcert bounds models that map each sample on its own, at any batch size."
+        ) from error
+    same = torch.is_tensor(together) and together.dim() > 0 and \
+        together.shape[0] == INDEPENDENCE_BATCH
+    for i, row in enumerate(alone):
+        if not same:
+            break
+        same = (torch.is_tensor(row) and row.numel() == together[i].numel()
+                and row.dtype == together.dtype)
+        if same:
+            atol = 1e-5 * (1.0 + float(together.detach().abs().max()))
+            same = torch.allclose(row.reshape(together[i].shape), together[i], rtol=1e-4,
+                                  atol=atol)
+    if not same:
+        raise UnsupportedLayerError(
+            f"{name} does not map each sample on its own: its output on a batch differs from "
+            "its outputs on the samples one at a time (it mixes samples or depends on the "
+            "batch size); a per-sample Lipschitz bound would not describe it."
+        )
+
+
 def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzReport:
     """Upper bound of the l2 Lipschitz constant of ``model`` on one sample.
 
@@ -583,6 +631,7 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
             )
     probe = _probe(example_input)
     part = _bound_module(model, probe, "", int(example_input.shape[0]))
+    _check_per_sample(model, example_input)
     check_finite(part.output, "the model output on the example input")
     # Without a trace, "the logits are the last child's output" was only checked numerically
     # (to rtol 1e-4, on a few inputs): not enough for the pairwise form, which needs equality.
