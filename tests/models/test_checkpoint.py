@@ -533,3 +533,25 @@ def test_recipes_that_cannot_build_on_meta_are_built_under_an_allocation_cap():
     model = build("spectral-s", seed=0, **{**args, "dense_width": 8})
     assert table == {k: {"shape": list(v.shape), "dtype": "float32"}
                      for k, v in model.state_dict().items()}
+
+
+def test_load_takes_a_run_folder_and_checks_the_device_first(tmp_path):
+    """#14: load('runs/x') refused the folder the CLI accepts; map_location='cuda'
+    without CUDA was a raw AssertionError."""
+    from lipcert.errors import BadInputError
+
+    model = build("sll-s", seed=0, image_size=8, width=4, depth=1, dense_width=8,
+                         dense_depth=1)
+    save(model, tmp_path / "model.safetensors")
+    loaded = load(tmp_path)
+    assert read_spec(tmp_path)["recipe"] == "sll-s"
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="folder without model.safetensors"):
+        load(tmp_path / "empty")
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInputError, match="CUDA is not available"):
+            load(tmp_path, map_location="cuda")
+    with pytest.raises(BadInputError, match="not a device"):
+        load(tmp_path, map_location="gpu")

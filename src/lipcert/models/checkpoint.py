@@ -164,7 +164,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     names the field).
     """
     path = Path(path)
-    where = path if path.suffix == ".json" else spec_path(path)
+    where = path if path.suffix == ".json" and not path.is_dir() else spec_path(path)
     try:
         with where.open("rb") as handle:
             raw = handle.read(MAX_SPEC_BYTES + 1)
@@ -196,8 +196,11 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> nn
     wrong: a missing or truncated file, bad JSON, a missing, unknown or malformed spec field,
     an unknown recipe or bad arguments, a tensor missing, unexpected, or of the wrong shape or
     dtype, a SHA-256 mismatch, a recipe that is not the one the weights were saved for, or
-    NaN/Inf weights.
+    NaN/Inf weights. ``path`` may be a run folder of ``lipcert train`` (its
+    ``model.safetensors``); a ``map_location`` this machine does not have (CUDA without a GPU)
+    is a :class:`lipcert.BadInputError` before anything is read.
     """
+    target = _check_device(map_location)
     weights_path = _weights_path(path)
     spec = read_spec(weights_path)
     data = _read_weights(weights_path)
@@ -250,11 +253,36 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> nn
     except RuntimeError as err:  # a buffer whose shape the module does not adopt
         raise CheckpointError(f"checkpoint {weights_path} does not fit its recipe: {err}; "
                               f"{hint}") from err
-    return model.to(map_location or "cpu").eval()
+    return model.to(target).eval()
+
+
+def _check_device(map_location: str | torch.device | None) -> torch.device:
+    try:
+        device = torch.device(map_location or "cpu")
+    except (RuntimeError, TypeError) as err:
+        raise BadInputError(f"map_location {map_location!r} is not a device ({err}).") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"map_location {map_location!r}: CUDA is not available on this "
+                            "machine; load with map_location='cpu'.")
+    if device.type == "cuda" and device.index is not None and (
+            device.index >= torch.cuda.device_count()):
+        raise BadInputError(f"map_location {map_location!r}: this machine has "
+                            f"{torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+RUN_WEIGHTS = "model.safetensors"
+"""The checkpoint inside a run folder of ``lipcert train``."""
 
 
 def _weights_path(path: str | Path) -> Path:
+    """The weights file ``path`` names: itself, or ``model.safetensors`` in a run folder."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / RUN_WEIGHTS).is_file():
+            raise CheckpointError(f"checkpoint {path} is a folder without {RUN_WEIGHTS}; pass "
+                                  "the .safetensors file written by lipcert.models.save.")
+        return path / RUN_WEIGHTS
     if path.suffix != WEIGHTS_SUFFIX:
         raise CheckpointError(
             f"checkpoint path {path} must end in {WEIGHTS_SUFFIX} (the weights file; the JSON "
