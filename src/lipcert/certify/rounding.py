@@ -32,8 +32,10 @@ float32), and ``2**-11`` for float32 matrix products on CUDA when TF32 is allowe
 
 Any other model (residual graphs, functional ops between modules, normalization, custom
 layers, hooks): the allowance is an ESTIMATE (``proven=False``): the largest input, output or
-``|W||h| + |b|`` norm seen at any module, grown by ``L r``, times ``γ_N`` with ``N`` the sum of
-all modules' fan-ins, times ``4 max(1, L)``. It is far above the rounding seen in practice,
+``|W||h| + |b|`` norm seen at any module, grown by ``L r``, times ``γ_N`` with ``N`` the sum
+over the modules run of their rounding steps per output (fan-in + 1 for Linear/Conv; twice
+the longest weight row, plus the input entries per output, plus 4 for other modules), times
+``4 max(1, L)``, in the least precise dtype any op produced. It is far above the rounding seen in practice,
 but not a proof (README, "Guarantees").
 """
 
@@ -250,6 +252,35 @@ def _proof(chain: list[tuple[str, nn.Module]], x: torch.Tensor, report,
     return h, RoundingAllowance(A, B, R, True, dtype or x.dtype)
 
 
+def _leaves(model: nn.Module) -> list[nn.Module]:
+    """The modules bounded as one piece (those with a Lipschitz rule, outermost first, as the
+    tracer keeps them), and modules without children or rule."""
+    from lipcert.bounds.rules import has_rule
+
+    found: list[nn.Module] = []
+
+    def walk(module: nn.Module) -> None:
+        children = list(module.children())
+        if has_rule(module) or not children:
+            found.append(module)
+            return
+        for child in children:
+            walk(child)
+
+    walk(model)
+    return found
+
+
+def _leaf_terms(module: nn.Module, h: torch.Tensor, output) -> int:
+    """Rounding steps per output entry of a module the proof does not cover: twice the longest
+    row of its matrices (a product and its transpose, as in SLL/CPL layers), the input entries
+    per output entry (sums in pooling), and 4 for the elementwise work around them."""
+    rows = [p[0].numel() for p in module.parameters() if p.dim() >= 2]
+    out = output if torch.is_tensor(output) else None
+    ratio = 1 if out is None or out[0].numel() == 0 else -(-h[0].numel() // out[0].numel())
+    return 2 * max(rows, default=0) + ratio + 4
+
+
 def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
               reference_dtype: torch.dtype | None) -> tuple[torch.Tensor, RoundingAllowance]:
     """Magnitude-based estimate for models the proof does not cover (module docstring)."""
@@ -278,9 +309,10 @@ def _estimate(model: nn.Module, x: torch.Tensor, lipschitz: float,
                 n, scale = h[0].numel() + 1, largest
             largest = torch.maximum(largest, scale)
             terms[0] += n
-        elif h is not None and not list(module.children()) and h.dim() >= 1:
-            terms[0] += h[0].numel() + 1
+        elif h is not None and id(module) in leaves and h.dim() >= 1:
+            terms[0] += _leaf_terms(module, h, output)
 
+    leaves = {id(m) for m in _leaves(model)}
     handles = [m.register_forward_hook(record) for m in model.modules()]
     watch = DtypeWatch(x.dtype)
     try:
