@@ -607,3 +607,13 @@ def test_models_mixing_samples_are_refused(fn):
         assert float((Mix()(x)[0] - Mix()(moved)[0]).norm()) > 0
     with pytest.raises(UnsupportedLayerError, match="each sample"):
         lipschitz_bound(Mix(), torch.randn(8, 4))
+
+
+def test_a_class_forward_patched_after_its_rule_was_registered_is_refused(monkeypatch):
+    original = nn.Linear.forward
+    model = nn.Sequential(_linear())
+    plain = float(lipschitz_bound(model, torch.randn(2, 4)))
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, x: original(self, x) * 10)
+    assert float(lipschitz_lower_bound(model, torch.randn(16, 4), steps=10)) > 2 * plain
+    with pytest.raises(UnsupportedLayerError):
+        lipschitz_bound(model, torch.randn(2, 4))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,9 +29,14 @@ def input_dtype() -> torch.dtype:
     return _INPUT_DTYPE.get() or torch.float64
 
 _MODULE_RULES: dict[type, ModuleRule] = {}
+# The registered class's own computing methods when its rule was registered: a later patch
+# (``nn.Linear.forward = ...``) makes the rule describe another function.
+_REGISTERED_BEHAVIOUR: dict[type, tuple[Any, ...]] = {}
 
 # Methods whose override in a subclass changes what a registered base class computes.
 _BEHAVIOUR_METHODS = ("forward", "_conv_forward", "__call__", "_call_impl")
+# (not __call__: torch.fx patches nn.Module.__call__ while it traces)
+_SNAPSHOT_METHODS = ("forward", "_conv_forward", "_call_impl")
 
 HOW_TO_ADD = (
     "Add a rule with lipcert.bounds.register_rule({name}, fn), where fn(module, input_shape) "
@@ -54,6 +60,8 @@ def register_rule(module_type: type[nn.Module], fn: ModuleRule) -> None:
     if not callable(fn):
         raise BadInputError(f"the rule for {module_type.__name__} must be callable, got {fn!r}.")
     _MODULE_RULES[module_type] = fn
+    _REGISTERED_BEHAVIOUR[module_type] = tuple(getattr(module_type, name, None)
+                                               for name in _SNAPSHOT_METHODS)
 
 
 def _own_lipschitz_bound(module: nn.Module, input_shape: torch.Size) -> NormBound:
@@ -70,6 +78,9 @@ def find_rule(module: nn.Module) -> ModuleRule | None:
     cls = type(module)
     for base in cls.__mro__:
         if base in _MODULE_RULES:
+            if any(getattr(cls, name, None) is not kept for name, kept in
+                   zip(_SNAPSHOT_METHODS, _REGISTERED_BEHAVIOUR[base], strict=True)):
+                break  # patched since registration, or overridden by the subclass
             if base is cls or all(
                 getattr(cls, name, None) is getattr(base, name, None) for name in _BEHAVIOUR_METHODS
             ):
