@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -161,3 +162,20 @@ def test_a_float64_copy_that_casts_down_inside_is_not_used_as_the_reference():
     assert _float64_logits(nn.Linear(4, 3).float(), x) is not None
     _, estimate = forward_with_allowance(_DownInside().double(), x.double(), 3.0)
     assert bool((estimate.offset > 1e-8).all())  # float32 work inside a float64 model
+
+
+def test_estimate_covers_the_rounding_of_a_lipcert_recipe():
+    from lipcert import models
+
+    torch.manual_seed(9)
+    model = models.build("sll-s", image_size=8, width=4, depth=2, dense_width=16,
+                         dense_depth=1).float().eval()
+    x = torch.rand(16, 1, 8, 8).float()
+    report = lipschitz_bound(model, x[:1])
+    logits, allowance = forward_with_allowance(model, x, float(report), report, torch.float64)
+    assert not allowance.proven
+    twin = copy.deepcopy(model).double()
+    with torch.no_grad():
+        error = (logits.double() - twin(x.double())).norm(dim=1)
+    assert bool((error <= allowance.offset).all())
+    assert bool((allowance.offset < 1e-2 * (1 + logits.abs().amax(dim=1).double())).all())
