@@ -92,6 +92,9 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the training run already in --out (without it, lipcert "
                         "refuses to overwrite one)")
+    parser.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
+                        help="also log every epoch for TensorBoard in OUT/tensorboard (pip "
+                        "install tensorboard); log.jsonl is always written")
     parser.add_argument("--no-certify", dest="certify", action="store_false",
                         default=argparse.SUPPRESS, help="skip certified accuracy (any model)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",

@@ -31,7 +31,8 @@ class TrainConfig:
     with ``adversarial`` this is RAT). Data augmentation: ``augment`` (``"crop,flip"``,
     :mod:`lipcert.train.augment`). Validation: ``val_fraction`` holds out that fraction of
     each class of the training split (:func:`lipcert.data.validation_split`) and evaluates on
-    it every epoch instead of the test split.
+    it every epoch instead of the test split. ``tensorboard``: also log each epoch for
+    TensorBoard under ``out/tensorboard`` (needs the tensorboard package).
     """
 
     model: str = "sll-s"
@@ -66,6 +67,7 @@ class TrainConfig:
     noise_layer: str | None = None
     augment: str | None = None
     val_fraction: float | None = None
+    tensorboard: bool = False
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:

@@ -21,6 +21,8 @@ from lipcert.losses import lipschitz_penalty
 from lipcert.losses.penalty import PENALTY_METHODS
 from lipcert.progress import progress_bar
 from lipcert.train import checkpointing
+from lipcert.train.adversarial import Adversary, make_adversary
+from lipcert.train.augment import ImageAugment, make_image_augment
 from lipcert.train.batches import dataset_tensors, epoch_batches
 from lipcert.train.distributed import (
     World,
@@ -31,10 +33,9 @@ from lipcert.train.distributed import (
     sum_over_ranks,
 )
 from lipcert.train.evaluation import evaluate
-from lipcert.train.adversarial import Adversary, make_adversary
-from lipcert.train.augment import ImageAugment, make_image_augment
 from lipcert.train.noise_augment import NoiseAugment, make_noise_augment
 from lipcert.train.optim import OptimizerFactory, ScheduleFactory, make_optimizer, make_schedule
+from lipcert.train.tensorboard import log_epoch, open_writer
 
 LOG_FILE = "log.jsonl"
 
@@ -286,6 +287,7 @@ def train(
     noise: str | None = None,
     adversarial: str | None = None,
     augment: str | None = None,
+    tensorboard: bool = False,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs and measure its certified accuracy every epoch.
 
@@ -333,6 +335,8 @@ def train(
             zero padding by P pixels (default 2) and left-right flips, fresh per sample and
             step, on the device (:mod:`lipcert.train.augment`); applied before the adversary
             and the noise.
+        tensorboard: also write each epoch's numbers for TensorBoard under
+            ``out/tensorboard`` (``pip install tensorboard``; :mod:`lipcert.train.tensorboard`).
 
     Raises :class:`lipcert.LipcertError` before any training step for bad arguments, data the
     model cannot classify, a model that cannot be certified (with ``certify=True``), or
@@ -391,6 +395,7 @@ def train(
     result = TrainResult(model=model, history=history, out=out_path)
     if out_path is not None and world.is_main and start:
         result.model_file = out_path / checkpointing.MODEL_FILE
+    writer = open_writer(out_path) if tensorboard and world.is_main else None
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(start, last):
         record = run_epoch(
@@ -409,7 +414,11 @@ def train(
                 out_path, record, result.history, model, opt, scheduler, device, dataset_name,
                 settings,
             )
+        if writer is not None:
+            log_epoch(writer, record)
         barrier(world)
+    if writer is not None:
+        writer.close()
     return result
 
 

@@ -1,4 +1,5 @@
-"""Augmentation on tensors (crop with padding, flip) and the validation split (#14)."""
+"""Training features (#14): augmentation on tensors (crop with padding, flip), the validation
+split, TensorBoard logging."""
 
 from __future__ import annotations
 
@@ -76,3 +77,30 @@ def test_cli_train_with_augment_and_validation(tmp_path):
                  "--val-fraction", "0.25", "--out", str(out)]) == 0
     record = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert record["augment"] == "crop"
+
+
+def test_tensorboard_logs_every_epoch_beside_the_jsonl(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lipcert.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "sll-s", "--width", "4", "--depth", "1",
+                 "--epochs", "2", "--batch-size", "256", "--no-progress", "--tensorboard",
+                 "--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("test_accuracy")]
+    assert steps == [1, 2]
+    assert (out / "log.jsonl").read_text().count("\n") == 2
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from lipcert.train.tensorboard import open_writer
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(BadInputError, match="pip install tensorboard"):
+        open_writer(tmp_path)
