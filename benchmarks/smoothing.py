@@ -21,7 +21,8 @@ and ART's lower-bound function, in one run, plus the several-distribution certif
    0.4 and 0.6 (alpha split 3 ways; n samples per distribution): median and best radius gain
    over Cohen's radius from the same corrected bound, the fraction of points where a probe
    helps, and seconds per point of ``multi_sigma_radius``; the same on the 8x8 digits
-   (d = 64, lmt-mnist trained with gaussian:0.25, probes 0.2 and 0.3). Then a synthetic sweep of the gain
+   (d = 64, lmt-mnist trained with gaussian:0.25, probes 0.2 and 0.3). Then a synthetic sweep
+   of the gain
    against dimension and sigma ratio at fixed lower bounds, showing where it vanishes.
 
 Run: ``python benchmarks/smoothing.py`` (about 14 minutes on 2 loaded CPU cores; ``--quick``
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import beta, norm
+from scipy.stats import norm
 
 from lipcert import data, models
 from lipcert.certify import Smoothed, certified_accuracy, cohen_radius, multi_sigma_radius
@@ -163,7 +164,7 @@ def speed_section(cnn, x_all, args, report) -> None:
                 "lipcert_samples_per_cpu_s": samples / c_ours,
                 "reference_samples_per_cpu_s": samples / c_ref,
                 "speedup_cpu": c_ref / c_ours, "speedup_wall": w_ref / w_ours})
-    print("\nSpeed (n0=100, batch %d, sigma 0.25, min of 3 interleaved repeats)" % args.batch)
+    print(f"\nSpeed (n0=100, batch {args.batch}, sigma 0.25, min of 3 interleaved repeats)")
     print(format_table(rows, ["model", "n", "inputs", "lipcert samples/cpu-s",
                               "reference samples/cpu-s", "speed-up (cpu)", "speed-up (wall)"]))
 
@@ -272,8 +273,8 @@ def main() -> int:
             "certified_accuracy": {str(r): acc[r] for r in (0.0, *RADII)}})
         print(f"certified {label}: {seconds:.1f} s", flush=True)
     headers = ["run", "r=0", *[f"{r:g}" for r in RADII], "abstain", "radius cap", "samples/s"]
-    print("\nCertified accuracy (Cohen CERTIFY, n0=100, n=%d, alpha=%g, %d points)"
-          % (args.n, ALPHA, len(y)))
+    print(f"\nCertified accuracy (Cohen CERTIFY, n0=100, n={args.n}, alpha={ALPHA:g}, "
+          f"{len(y)} points)")
     print(format_table(rows, headers))
 
     # 3. speed against the reference loop ---------------------------------------------------

@@ -63,7 +63,9 @@ def parse_noise_spec(spec: str) -> tuple[str, float]:
     try:
         sigma = float(value.strip())
     except ValueError:
-        raise BadInputError(f"Noise spec {spec!r}: {value!r} is not a number; use {form}.") from None
+        raise BadInputError(
+            f"Noise spec {spec!r}: {value!r} is not a number; use {form}."
+        ) from None
     if law.strip().lower() not in NOISE_LAWS:
         raise BadInputError(f"Noise spec {spec!r}: unknown law {law!r}; use {form}.")
     return check_noise(law.strip(), sigma)
@@ -72,7 +74,8 @@ def parse_noise_spec(spec: str) -> tuple[str, float]:
 def law_scale(law: str, sigma: float) -> float:
     """The law's own scale parameter for standard deviation ``sigma``.
 
-    Gaussian: ``sigma``; Laplace: ``b = sigma / sqrt(2)``; uniform: half-width ``a = sigma sqrt(3)``.
+    Gaussian: ``sigma``; Laplace: ``b = sigma / sqrt(2)``; uniform: half-width
+    ``a = sigma sqrt(3)``.
     """
     law, sigma = check_noise(law, sigma)
     if law == "gaussian":

@@ -145,7 +145,8 @@ class WorstCaseSet:
 
 
 def _solve_l0(prob: _Problem, l1: float, target0: float) -> float:
-    """``l0`` with ``P0(S) = target0`` for this ``l1`` (``-inf`` when even ``l0 = -inf`` exceeds)."""
+    """``l0`` with ``P0(S) = target0`` for this ``l1`` (``-inf`` when even ``l0 = -inf``
+    exceeds it)."""
     if l1 != _LOG_NEG_INF and prob.prob("p0", _LOG_NEG_INF, l1) >= target0:
         return _LOG_NEG_INF
     eps, s0 = prob.eps, prob.s0

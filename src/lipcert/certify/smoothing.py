@@ -194,7 +194,9 @@ class Smoothed:
     def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
                  num_classes: int, sigma: float = 0.25, law: str = "gaussian") -> None:
         if not callable(model):
-            raise BadInputError(f"model must be a callable torch module, got {type(model).__name__}.")
+            raise BadInputError(
+                f"model must be a callable torch module, got {type(model).__name__}."
+            )
         self.model = model
         self.num_classes = _check_int(num_classes, "num_classes", 2)
         self.law, self.sigma = check_noise(law, sigma)

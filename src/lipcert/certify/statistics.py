@@ -29,7 +29,9 @@ def _as_counts(k, n, alpha) -> tuple[np.ndarray, np.ndarray, float, bool]:
         if arr.dtype == bool or not (
             np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
         ):
-            raise BadInputError(f"Clopper-Pearson: {name} must hold integer counts, got {arr.dtype}.")
+            raise BadInputError(
+                f"Clopper-Pearson: {name} must hold integer counts, got {arr.dtype}."
+            )
         if np.issubdtype(arr.dtype, np.floating) and (
             not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
         ):
