@@ -29,6 +29,9 @@ def register(subparsers) -> None:
         "Each certificate holds with probability 1 - alpha.",
     )
     add_data_flags(parser, batch_size=1000)
+    for action in parser._actions:  # the shared flag counts noisy samples here, not points
+        if action.dest == "batch_size":
+            action.help = "noisy samples per forward pass (default 1000)"
     parser.add_argument("--sigma", type=float, nargs="+", default=[0.25], metavar="SIGMA",
                         help="noise standard deviation(s), pixels in [0, 1] (default 0.25)")
     parser.add_argument("--law", nargs="+", choices=NOISE_LAWS, default=["gaussian"],
