@@ -39,8 +39,13 @@ def certified_accuracy(radii: torch.Tensor | SmoothingResult, eps: float | Itera
                 f"labels must be a tensor of shape {tuple(radii.prediction.shape)}, got "
                 f"{tuple(getattr(labels, 'shape', ())) or type(labels).__name__}."
             )
-        if labels.numel() and (int(labels.min()) < 0):
-            raise BadInputError("labels must be class indices >= 0.")
+        classes = radii.counts.shape[1] if radii.counts.dim() == 2 else None
+        if labels.numel() and (int(labels.min()) < 0 or (
+                classes is not None and int(labels.max()) >= classes)):
+            raise BadInputError(
+                f"labels must be class indices in 0..{(classes or 0) - 1} (the smoothed "
+                f"classifier has {classes} classes); got {int(labels.min())}..{int(labels.max())}."
+            )
         correct = radii.prediction.cpu() == labels.cpu().long()
         radii = radii.certified_radii(labels)
     elif labels is not None:
