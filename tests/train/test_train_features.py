@@ -104,3 +104,27 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(BadInputError, match="pip install tensorboard"):
         open_writer(tmp_path)
+
+
+def test_eval_every_skips_evaluation_between_and_keeps_the_last(monkeypatch):
+    """#15: per-epoch evaluation (a pass over the test set, the network bound) is opt-in."""
+    from lipcert import models
+    from lipcert.losses import build_loss
+    from lipcert.train import loop, train
+
+    calls = []
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate",
+                        lambda m, d, *a, **k: calls.append(len(d)) or real(m, d, *a, **k))
+    train_data = torch.utils.data.Subset(data.load("digits", "train"), range(128))
+    test_data = torch.utils.data.Subset(data.load("digits", "test"), range(64))
+    model = models.build("sll-s", seed=0, image_size=8, width=4, depth=1, dense_width=16,
+                         dense_depth=1)
+    result = train(model, train_data, test_data, build_loss("margin-ce", eps=0.3), 5,
+                   batch_size=64, progress=False, eval_every=2)
+    assert calls.count(64) == 3  # full evaluations: epochs 2, 4 and the last (5)
+    evaluated = [r["test_accuracy"] is not None for r in result.history]
+    assert evaluated == [False, True, False, True, True]
+    assert result.history[0]["lipschitz_upper"] is None
+    with pytest.raises(BadInputError, match="eval_every"):
+        train(model, train_data, test_data, build_loss("ce"), 1, eval_every=0)

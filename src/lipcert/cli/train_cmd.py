@@ -54,6 +54,8 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
      "flip, or crop,flip (no flip for digits)"),
     ("val_fraction", float, "hold out this fraction of each class of the training split and "
      "evaluate on it every epoch (choose settings there, never on the test split)"),
+    ("eval_every", int, "evaluate and certify every K epochs (and after the last); the "
+     "network bound costs time on large models"),
     ("noise_layer", str, "LAW:SIGMA, e.g. gaussian:0.25: a NoiseInjection layer (fresh noise at "
      "every forward, training and inference) where the recipe puts it (cnn-s: the input)"),
 )
@@ -64,7 +66,7 @@ METAVARS = {"model": "RECIPE", "data": "NAME", "data_root": "FOLDER", "out": "FO
             "epochs": "N", "batch_size": "N", "width": "N", "depth": "N", "ramp_epochs": "N",
             "stop_after": "N", "penalty_method": "METHOD", "noise": "LAW:SIGMA",
             "adversarial": "SPEC", "noise_layer": "LAW:SIGMA", "augment": "LIST",
-            "val_fraction": "F"}
+            "val_fraction": "F", "eval_every": "K"}
 
 
 def register(subparsers) -> None:

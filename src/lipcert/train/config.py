@@ -32,7 +32,8 @@ class TrainConfig:
     :mod:`lipcert.train.augment`). Validation: ``val_fraction`` holds out that fraction of
     each class of the training split (:func:`lipcert.data.validation_split`) and evaluates on
     it every epoch instead of the test split. ``tensorboard``: also log each epoch for
-    TensorBoard under ``out/tensorboard`` (needs the tensorboard package).
+    TensorBoard under ``out/tensorboard`` (needs the tensorboard package). ``eval_every``:
+    evaluate (and certify) every K epochs and after the last.
     """
 
     model: str = "sll-s"
@@ -68,6 +69,7 @@ class TrainConfig:
     augment: str | None = None
     val_fraction: float | None = None
     tensorboard: bool = False
+    eval_every: int = 1
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -114,7 +116,7 @@ class TrainConfig:
                 raise BadInputError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}."
                 )
-        positive = ["epochs", "batch_size"] + [n for n in ("width", "depth", "stop_after")
+        positive = ["epochs", "batch_size", "eval_every"] + [n for n in ("width", "depth", "stop_after")
                                                if getattr(self, n) is not None]
         for name in positive:
             value = getattr(self, name)

@@ -288,6 +288,7 @@ def train(
     adversarial: str | None = None,
     augment: str | None = None,
     tensorboard: bool = False,
+    eval_every: int = 1,
 ) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs and measure its certified accuracy every epoch.
 
@@ -335,6 +336,9 @@ def train(
             zero padding by P pixels (default 2) and left-right flips, fresh per sample and
             step, on the device (:mod:`lipcert.train.augment`); applied before the adversary
             and the noise.
+        eval_every: evaluate on ``test_data`` (accuracy, and with ``certify`` the network
+            bound and certified accuracy) every this many epochs and after the last one; the
+            log's evaluation fields are None in between.
         tensorboard: also write each epoch's numbers for TensorBoard under
             ``out/tensorboard`` (``pip install tensorboard``; :mod:`lipcert.train.tensorboard`).
 
@@ -344,6 +348,8 @@ def train(
     """
     eps = resolve_eps(eps, loss)
     check_arguments(epochs, eps, batch_size, penalty, penalty_method)
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise BadInputError(f"eval_every must be a positive integer, got {eval_every!r}.")
     make_noise_augment(noise, seed)  # a bad spec fails before any work
     make_adversary(adversarial, seed)
     make_image_augment(augment, seed)
@@ -405,6 +411,7 @@ def train(
             augment=make_noise_augment(noise, seed, world.rank),
             adversary=make_adversary(adversarial, seed, world.rank),
             image_augment=make_image_augment(augment, seed, world.rank),
+            evaluate_epoch=(epoch + 1) % eval_every == 0 or epoch + 1 == last,
             penalty=(lambda x: penalty * lipschitz_penalty(model, x, penalty_method))
             if penalty > 0 else None,
         )
@@ -445,8 +452,10 @@ def run_epoch(
     augment: NoiseAugment | None = None,
     adversary: Adversary | None = None,
     image_augment: ImageAugment | None = None,
+    evaluate_epoch: bool = True,
 ) -> dict[str, Any]:
-    """One epoch of training followed by evaluation on ``test_data``; returns the log record."""
+    """One epoch of training followed (if ``evaluate_epoch``) by evaluation on ``test_data``;
+    returns the log record (evaluation fields None when not evaluated)."""
     if hasattr(loss, "set_epoch"):
         loss.set_epoch(epoch)
     started = time.perf_counter()
@@ -486,7 +495,8 @@ def run_epoch(
         bar.update()
     totals = sum_over_ranks(totals.to(device), world).cpu()
     seconds = time.perf_counter() - started
-    metrics = evaluate(model, test_data, [eps], certify=certify)
+    metrics = (evaluate(model, test_data, [eps], certify=certify) if evaluate_epoch else
+               {"accuracy": None, "certified": None, "lipschitz": None})
     record: dict[str, Any] = {
         "epoch": epoch + 1,
         "loss": float(totals[0] / totals[2]),
@@ -502,8 +512,10 @@ def run_epoch(
         **({"adversarial": adversary.spec} if adversary is not None else {}),
         **({"augment": image_augment.spec} if image_augment is not None else {}),
     }
-    postfix = {"loss": f"{record['loss']:.4f}", "test_acc": f"{record['test_accuracy']:.3f}"}
-    if certify:
+    postfix = {"loss": f"{record['loss']:.4f}"}
+    if evaluate_epoch:
+        postfix["test_acc"] = f"{record['test_accuracy']:.3f}"
+    if evaluate_epoch and certify:
         postfix[f"cert@{eps:g}"] = f"{record['certified_accuracy']:.3f}"
         postfix["L"] = f"{record['lipschitz_upper']:.3g}"
     bar.set_postfix(postfix)

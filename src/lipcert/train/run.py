@@ -58,5 +58,5 @@ def train_from_config(
         certify=config.certify, penalty=config.penalty, penalty_method=config.penalty_method,
         stop_after=config.stop_after, progress=config.progress, dataset_name=config.data,
         noise=config.noise, adversarial=config.adversarial, augment=config.augment,
-        tensorboard=config.tensorboard,
+        tensorboard=config.tensorboard, eval_every=config.eval_every,
     )
