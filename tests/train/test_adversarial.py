@@ -125,3 +125,24 @@ def test_config_checks_the_new_settings():
                    {"model": "sll-s", "noise_layer": "gaussian:0.25"}):
         with pytest.raises(BadInputError):
             TrainConfig.from_dict(values)
+
+
+def test_cli_trains_rat_on_cnn_s(tmp_path, capsys):
+    from lipcert.cli import main
+    from lipcert.models import load
+
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="NoiseInjection"):
+        code = main(["train", "--model", "cnn-s", "--data", "digits", "--width", "4",
+                     "--adversarial", "pgd-linf:0.1", "--noise-layer", "gaussian:0.25",
+                     "--loss", "ce", "--epochs", "1", "--batch-size", "256", "--out", str(out),
+                     "--no-progress", "--device", "cpu"])
+    assert code == 0 and "test accuracy" in capsys.readouterr().out
+    model = load(out / "model.safetensors")
+    assert isinstance(model[0], NoiseInjection) and model[0].sigma == 0.25
+    log = (out / "log.jsonl").read_text()
+    assert '"adversarial": "pgd-linf:0.1"' in log
+    code = main(["train", "--model", "cnn-s", "--data", "digits", "--adversarial", "pgd-l2:-1",
+                 "--out", str(tmp_path / "bad"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code != 0 and "pgd-l2:-1" in error and len(error.strip().splitlines()) == 1
