@@ -41,7 +41,10 @@ def certified_radii(
 
     Uses the per-pair last-layer form (Tsuzuku et al. 2018, arXiv 1802.04034), which is never
     looser than the global ``margin / (sqrt(2) L)``. ``report`` (a LipschitzReport of
-    ``model``) is computed when not given.
+    ``model``) is computed when not given. Margins are read from the model itself
+    (``reference="model"``: sound, with the rounding allowance of its own dtype); the float64
+    copy of the default certificate costs about 4.5x the time for about 2% more radius, too
+    much to pay every epoch. ``lipcert certify`` uses the default.
     """
     from lipcert.certify import lipschitz_radii
 
@@ -50,7 +53,7 @@ def certified_radii(
     with torch.no_grad():
         return torch.cat([
             lipschitz_radii(model, x.to(device), y.to(device), bound=report,
-                            last_layer="pairwise").cpu()
+                            last_layer="pairwise", reference="model").cpu()
             for x, y in zip(images.split(500), labels.split(500), strict=True)
         ])
 
