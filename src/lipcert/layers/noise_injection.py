@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lipcert.errors import BadInputError, UnsupportedLayerError
 from lipcert.noise import check_noise, law_scale, sample_noise
 
-__all__ = ["NoiseInjection", "noise_free", "noise_layers"]
+__all__ = ["NoiseInjection", "noise_free", "noise_layers", "reseed_noise_layers"]
 
 
 class NoiseInjection(nn.Module):
@@ -63,13 +63,15 @@ class NoiseInjection(nn.Module):
         """Restart the noise stream from ``seed`` on every device; returns self."""
         self.seed = int(seed)
         self._generators.clear()
+        self.__dict__.pop("_stream_seed", None)
         return self
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The layer's generator on ``device`` (created from ``seed`` on first use)."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            seed = getattr(self, "_stream_seed", self.seed)
+            self._generators[key] = torch.Generator(device=device).manual_seed(seed)
         return self._generators[key]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,3 +128,18 @@ def noise_free(model: nn.Module) -> Iterator[nn.Module]:
             stack.enter_context(layer.noise_free())
         yield model
 
+
+
+def reseed_noise_layers(model: nn.Module, *keys: int) -> None:
+    """Restart every :class:`NoiseInjection` of ``model`` from a seed derived from its own
+    seed, its position and ``keys`` (e.g. epoch and step), so that a resumed training run draws
+    exactly the noise of an uninterrupted one."""
+    import numpy as np
+
+    for index, (_, layer) in enumerate(noise_layers(model)):
+        state = np.random.SeedSequence([layer.seed & 0xFFFFFFFFFFFFFFFF, index,
+                                        *[int(k) for k in keys]])
+        stream = int(state.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+        for generator in layer._generators.values():
+            generator.manual_seed(stream)
+        layer._stream_seed = stream

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from lipcert.errors import BadInputError, CheckpointError, LipcertError, UnsupportedLayerError
+from lipcert.layers.noise_injection import reseed_noise_layers
 from lipcert.losses import lipschitz_penalty
 from lipcert.losses.penalty import PENALTY_METHODS
 from lipcert.progress import progress_bar
@@ -470,6 +471,7 @@ def run_epoch(
         x, y = images[index].to(device), labels[index].to(device)
         if image_augment is not None:
             x = image_augment(x, epoch=epoch, step=step)
+        reseed_noise_layers(model, seed, epoch, step, world.rank)  # exact resume with noise
         if adversary is not None:
             x = adversary(model, x, y, epoch=epoch, step=step)
         if augment is not None:
