@@ -310,6 +310,19 @@ def _logits_are_output_of(node: fx.Node, interpreter: _BoundInterpreter) -> bool
     return True
 
 
+class _FrozenState:
+    """Snapshot of a model's buffers (power-iteration vectors and the like), so that the
+    extra calls the checks make start from, and leave, the state the bound is computed at."""
+
+    def __init__(self, model: nn.Module):
+        self.saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            for buffer, value in self.saved:
+                buffer.copy_(value)
+
+
 def _check_graph_reproduces(model: nn.Module, direct: Any, traced: torch.Tensor,
                             prefix: str) -> None:
     """The traced graph must compute what calling the model computes on the example.
@@ -334,8 +347,10 @@ def _check_graph_reproduces(model: nn.Module, direct: Any, traced: torch.Tensor,
 
 def _bound_traced(model: nn.Module, graph_module: fx.GraphModule, x: torch.Tensor,
                   prefix: str) -> _Partial:
+    state = _FrozenState(model)
     with torch.no_grad():
         direct = model(x.clone())  # what calling the model computes, for the check below
+    state.reset()
     interpreter = _BoundInterpreter(graph_module, prefix)
     output = interpreter.run(x)
     out_node = next(n for n in graph_module.graph.nodes if n.op == "output")
@@ -568,10 +583,16 @@ def _check_per_sample(model: nn.Module, example_input: torch.Tensor) -> None:
         extra = z[:1] + (0.1 * spread * noise).to(dtype=z.dtype, device=z.device)
         z = torch.cat([z, extra])
     name = type(model).__name__
+    state = _FrozenState(model)
+
+    def call(batch: torch.Tensor) -> Any:
+        state.reset()
+        return model(batch.clone())
+
     try:
         with torch.no_grad():
-            together = model(z.clone())
-            alone = [model(z[i:i + 1].clone()) for i in range(INDEPENDENCE_BATCH)]
+            together = call(z)
+            alone = [call(z[i:i + 1]) for i in range(INDEPENDENCE_BATCH)]
     except LipcertError:
         raise
     except Exception as error:  # noqa: BLE001 (a model tied to one batch size)
@@ -579,6 +600,8 @@ def _check_per_sample(model: nn.Module, example_input: torch.Tensor) -> None:
             f"{name} fails on a batch of {INDEPENDENCE_BATCH} or of 1 sample ({error}); "
             "lipcert bounds models that map each sample on its own, at any batch size."
         ) from error
+    finally:
+        state.reset()
     same = torch.is_tensor(together) and together.dim() > 0 and \
         together.shape[0] == INDEPENDENCE_BATCH
     for i, row in enumerate(alone):
@@ -605,7 +628,15 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
     (shape (batch, ...); its values do not matter, its shape does) is run through the graph,
     and the per-node rules are combined as in LMT (arXiv 1802.04034). If torch.fx cannot trace
     the model, its children are bounded in registration order, which is checked against the
-    model's output and reported (``traced=False`` and a warning).
+    model's output at several batch sizes and input scales and reported (``traced=False``,
+    a warning, and ``caveats`` saying what that check cannot exclude).
+
+    The bound describes what calling the model computes, so everything that could make the
+    call differ from the rules is refused: forward hooks and pre-hooks on any module (torch's
+    own spectral_norm / weight_norm / pruning pre-hooks excepted, identified by class), global
+    module hooks, an instance ``forward`` or overridden ``__call__``, a traced graph that does
+    not reproduce the call (autocast inside forward), computation below float32, and outputs
+    that depend on other samples of the batch.
 
     Returns:
         a :class:`LipschitzReport`; ``.value`` is differentiable w.r.t. the weights and never
@@ -613,7 +644,8 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
 
     Raises:
         UnsupportedLayerError: a node depending on the input has no rule (the message names it
-            and explains ``lipcert.bounds.register_rule``), or mixes samples across the batch.
+            and explains ``lipcert.bounds.register_rule``), mixes samples across the batch,
+            or one of the refusals above.
         UnsoundRequestError: a rule gave an estimate.
         BadInputError: NaN/Inf weights or input, or a model output that is not one tensor.
     """
