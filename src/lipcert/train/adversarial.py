@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from lipcert.errors import BadInputError
+from lipcert.train.augment import step_seed
 
 __all__ = ["Adversary", "make_adversary", "equal_volume_l2_radius", "ADVERSARIAL_FORMS"]
 
@@ -101,9 +102,7 @@ class Adversary:
         return [(math.inf, self.eps), (2.0, equal_volume_l2_radius(self.eps, dim))]
 
     def _seed(self, epoch: int, step: int) -> int:
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, _STREAM, int(epoch), int(step),
-                                        self.rank])
-        return int(state.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+        return step_seed(self.seed, _STREAM, epoch, step, self.rank)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, epoch: int, step: int
                  ) -> Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lipcert.errors import BadInputError
 
-__all__ = ["ImageAugment", "make_image_augment", "step_generator", "AUGMENTATIONS"]
+__all__ = ["ImageAugment", "make_image_augment", "step_seed", "step_generator", "AUGMENTATIONS"]
 
 AUGMENTATIONS = ("crop", "flip")
 """Names :func:`make_image_augment` takes: ``crop`` (``crop:P`` pads by P pixels, default 2),
@@ -21,13 +21,18 @@ AUGMENTATIONS = ("crop", "flip")
 _STREAM = 0xA06
 
 
-def step_generator(seed: int, stream: int, epoch: int, step: int, rank: int,
-                   device: torch.device) -> torch.Generator:
-    """A generator on ``device`` for one training step, independent across the five keys."""
+def step_seed(seed: int, stream: int, epoch: int, step: int, rank: int) -> int:
+    """A 63-bit seed for one training step of one random stream (noise, crops, attacks),
+    independent across the five keys, so a resumed run draws what an uninterrupted one did."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, stream, int(epoch), int(step),
                                     int(rank)])
-    value = int(state.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
-    return torch.Generator(device).manual_seed(value)
+    return int(state.generate_state(1, dtype=np.uint64)[0] & 0x7FFFFFFFFFFFFFFF)
+
+
+def step_generator(seed: int, stream: int, epoch: int, step: int, rank: int,
+                   device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded by :func:`step_seed`."""
+    return torch.Generator(device).manual_seed(step_seed(seed, stream, epoch, step, rank))
 
 
 class ImageAugment:

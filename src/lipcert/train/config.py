@@ -116,8 +116,8 @@ class TrainConfig:
                 raise BadInputError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}."
                 )
-        positive = ["epochs", "batch_size", "eval_every"] + [n for n in ("width", "depth", "stop_after")
-                                               if getattr(self, n) is not None]
+        optional = [n for n in ("width", "depth", "stop_after") if getattr(self, n) is not None]
+        positive = ["epochs", "batch_size", "eval_every", *optional]
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
