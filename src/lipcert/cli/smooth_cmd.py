@@ -6,11 +6,16 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from lipcert.cli._common import add_data_flags, add_plot_flag, check_radii
+from lipcert.cli._common import (
+    add_data_flags,
+    add_plot_flag,
+    check_radii,
+    run_title,
+    write_results,
+)
 from lipcert.errors import BadInputError
 from lipcert.noise import NOISE_LAWS
 
@@ -140,28 +145,6 @@ def _concat(parts):
     )
 
 
-def smoothing_curves(curves: dict[str, torch.Tensor], title: str | None = None):
-    """Certified accuracy against radius, one line per run (radii: 0 for wrong/abstained)."""
-    from lipcert.report import new_figure
-
-    top = max([float(r.max()) for r, _ in curves.values()] + [0.0]) * 1.05 or 1.0
-    grid = torch.linspace(0.0, top, 400, dtype=torch.float64)
-    fig, ax = new_figure(6, 4)
-    for label, (radii, correct) in curves.items():
-        values = (correct[None, :] & (radii[None, :] > grid[:, None])).double().mean(1)
-        values[0] = correct.double().mean()
-        ax.plot(grid.numpy(), values.numpy(), label=label)
-    ax.set_xlabel("radius (inputs in [0, 1])")
-    ax.set_ylabel("certified accuracy")
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize="medium")
-    ax.legend(loc="upper right", fontsize="small")
-    return fig
-
-
 def trained_noise(checkpoint: str) -> str | None:
     from lipcert import models
 
@@ -173,7 +156,7 @@ def trained_noise(checkpoint: str) -> str | None:
 def run_smooth(args: argparse.Namespace) -> int:
     from lipcert.certify import Smoothed, certified_accuracy
     from lipcert.cli.attack_cmd import load_model_and_data
-    from lipcert.report import format_table, save_figure, write_json
+    from lipcert.report import certified_accuracy_figure, format_table, save_figure
 
     runs = check_smooth_args(args)
     model, x, y = load_model_and_data(args)
@@ -201,7 +184,7 @@ def run_smooth(args: argparse.Namespace) -> int:
         accuracy = certified_accuracy(result, args.radii, labels=y)
         rows_acc[label] = accuracy
         correct = (result.prediction == y.cpu())
-        curves[label] = (result.radius, correct)
+        curves[label] = torch.where(correct, result.radius, torch.zeros_like(result.radius))
         samples = (args.n * (1 + len(probes)) + args.n0) * len(y)
         certified = result.radius[correct]
         summary = {
@@ -227,19 +210,19 @@ def run_smooth(args: argparse.Namespace) -> int:
     table.append(["samples/s", *[f"{s['samples_per_second']:.3g}" for s in summaries]])
     print(f"randomized smoothing: n0={args.n0}, n={args.n}, alpha={args.alpha:g}, "
           f"{len(y)} points of dimension {dim}; trained with noise: {noise or 'none'}")
-    print(format_table(table, ["radius", *labels]))
+    print(format_table(table, ["radius", *labels], args.table))
     if args.plot:
-        title = (f"{args.recipe} ({Path(args.checkpoint).name}): smoothed certified accuracy\n"
-                 f"{args.data_name} {args.split}, {len(y)} points, n={args.n}, "
-                 f"alpha={args.alpha:g}")
-        print(f"wrote {save_figure(smoothing_curves(curves, title), args.plot)}")
+        title = (run_title(args, "smoothed certified accuracy", len(y))
+                 + f"\nn={args.n}, alpha={args.alpha:g} (each radius holds w.p. 1 - alpha)")
+        figure = certified_accuracy_figure(curves, marks=args.radii, title=title,
+                                           xlabel="radius (inputs in [0, 1])")
+        print(f"wrote {save_figure(figure, args.plot)}")
     if args.json:
-        write_json(args.json, {
+        write_results(args, {
             "checkpoint": args.checkpoint, "data": args.data_name, "split": args.split,
             "n0": args.n0, "n": args.n, "alpha": args.alpha, "seed": args.seed,
             "trained_noise": noise, "runs": summaries,
         })
-        print(f"wrote {args.json}")
     return 0
 
 
