@@ -76,13 +76,13 @@ def main() -> None:
         proven = forward_with_allowance(model, x[:2], float(report), report)[1].proven
         twin = copy.deepcopy(model).double()
         twin_report = lipschitz_bound(twin, x[:1].double())
-        variants = {
-            "relative guard (old)": lambda a, b: relative_guard(model, report, a, b),
-            "lipschitz_radii": lambda a, b: lipschitz_radii(model, a, b, bound=report),
-            "reference='model'": lambda a, b: lipschitz_radii(model, a, b, bound=report,
-                                                              reference="model"),
-            "float64 model": lambda a, b: lipschitz_radii(twin, a.double(), b,
-                                                          bound=twin_report),
+        variants = {  # defaults bind this iteration's model and reports
+            "relative guard (old)": lambda a, b, m=model, r=report: relative_guard(m, r, a, b),
+            "lipschitz_radii": lambda a, b, m=model, r=report: lipschitz_radii(m, a, b, bound=r),
+            "reference='model'": lambda a, b, m=model, r=report: lipschitz_radii(
+                m, a, b, bound=r, reference="model"),
+            "float64 model": lambda a, b, m=twin, r=twin_report: lipschitz_radii(
+                m, a.double(), b, bound=r),
         }
         base = None
         for label, fn in variants.items():

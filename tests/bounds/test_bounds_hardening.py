@@ -6,8 +6,6 @@ is never below the oracle. Runs in float64 (tests/conftest.py) unless a test say
 
 from __future__ import annotations
 
-import importlib
-import math
 import warnings
 
 import pytest

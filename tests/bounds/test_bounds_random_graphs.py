@@ -63,8 +63,8 @@ def _op(kind: str, scale: float):
     return op
 
 
-KINDS = ["split-inplace", "chunk-reread", "chunk-cat", "unbind-stack", "clamp-broadcast", "expand", "sort",
-         "movedim", "narrow-inplace", "residual", "leaky"]
+KINDS = ["split-inplace", "chunk-reread", "chunk-cat", "unbind-stack", "clamp-broadcast",
+         "expand", "sort", "movedim", "narrow-inplace", "residual", "leaky"]
 
 
 class RandomGraph(nn.Module):

@@ -31,7 +31,7 @@ def _linear_case(dtype, bias, margins, features=16, classes=4, seed=0):
         model.bias.fill_(bias)
     w, b = model.weight.double(), model.bias.double()
     points = []
-    for i, target in enumerate(margins):
+    for target in margins:
         x = torch.randn(features, generator=generator, dtype=torch.float64)
         z = w @ x + b
         c, j = z.topk(2).indices.tolist()
@@ -152,7 +152,8 @@ class _ModuleReluAfterLinear(_ScaledAfterLinear):
 
 
 @pytest.mark.parametrize("factory", [_ScaledAfterLinear, _InPlaceReluAfterLinear,
-                                     _ModuleReluAfterLinear], ids=["mul_", "relu_", "ReLU(inplace)"])
+                                     _ModuleReluAfterLinear],
+                         ids=["mul_", "relu_", "ReLU(inplace)"])
 def test_pairwise_form_needs_the_logits_to_be_the_last_linear_output(factory):
     torch.manual_seed(4)
     model = factory().eval()

@@ -35,8 +35,8 @@ layers, hooks): the allowance is an ESTIMATE (``proven=False``): the largest inp
 ``|W||h| + |b|`` norm seen at any module, grown by ``L r``, times ``γ_N`` with ``N`` the sum
 over the modules run of their rounding steps per output (fan-in + 1 for Linear/Conv; twice
 the longest weight row, plus the input entries per output, plus 4 for other modules), times
-``4 max(1, L)``, in the least precise dtype any op produced. It is far above the rounding seen in practice,
-but not a proof (README, "Guarantees").
+``4 max(1, L)``, in the least precise dtype any op produced. It is far above the rounding
+seen in practice, but not a proof (README, "Guarantees").
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ export a model to plain torch modules.
 | L2NormPool2d, InvertibleDownsample | norm pooling, space-to-depth | |
 | ZeroChannelPad, FirstChannels | channel padding / selection | |
 | NormalizedLinear | unit-norm rows (last layer; NOT 1-Lipschitz as a layer) | |
-| CirculantLinear, DiagonalCirculantLinear, ToeplitzLinear | FFT structured maps (exact/upper norms) | arXiv 1901.10255, 2109.00959 |
+| CirculantLinear, DiagonalCirculantLinear | FFT structured maps (exact/upper) | 1901.10255 |
+| ToeplitzLinear | Toeplitz through a circulant embedding (upper norm) | 2109.00959 |
 | OrthogonalCirculantLinear | circulant with unit-modulus spectrum (orthogonal) | arXiv 1901.10255 |
-| NoiseInjection | ``x + z``, fresh noise every forward (a random map: no Lipschitz bound) | arXiv 1902.01148 |
+| NoiseInjection | ``x + z``, fresh noise every forward (random: no Lipschitz bound) | 1902.01148 |
 """
 
 from lipcert.layers.activations import GroupSort, HouseholderActivation, MaxMin

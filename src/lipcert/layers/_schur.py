@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["abs_gram", "schur_diagonal", "safe_reciprocal", "reciprocal_rounded_down", "dense_kernel"]
+__all__ = ["abs_gram", "schur_diagonal", "safe_reciprocal", "reciprocal_rounded_down",
+           "dense_kernel"]
 
 
 def abs_gram(weight: torch.Tensor) -> torch.Tensor:
