@@ -38,7 +38,7 @@ from lipcert.certify.statistics import clopper_pearson_lower, clopper_pearson_up
 from lipcert.errors import BadInputError, LipcertError, UnsupportedLayerError, check_finite
 from lipcert.layers.noise_injection import NoiseInjection, noise_layers
 from lipcert.linalg.result import NormBound
-from lipcert.noise import law_scale, sample_noise
+from lipcert.noise import check_certifiable_dtype, law_scale, sample_noise
 
 ROUTES = {"gaussian": ("renyi", "tv"), "laplace": ("renyi", "tv", "pure"), "uniform": ("tv",)}
 """The routes computed for each noise law."""
@@ -152,6 +152,7 @@ def _counts(back: nn.Module, h: Tensor, draws: int, law: str, sigma: float,
             generator: torch.Generator, classes: int | None, batch_size: int) -> Tensor:
     """(N, classes) counts of the argmax of ``back(h_i + z)`` over ``draws`` noise draws."""
     rows = []
+    check_certifiable_dtype(h.dtype, "the input of the NoiseInjection layer")
     for point in h:
         count = None
         left = draws
@@ -218,6 +219,8 @@ def noise_injection_radii(
         UnsoundRequestError: ``bound`` is an estimate.
     """
     check_finite(x, "x")
+    if x.is_floating_point():
+        check_certifiable_dtype(x.dtype, "x")
     if not x.is_floating_point() or x.dim() < 2 or x.shape[0] == 0:
         raise BadInputError(f"x must be a non-empty floating-point batch (N, ...), got "
                             f"{x.dtype} {tuple(x.shape)}.")

@@ -15,6 +15,10 @@ abstains (prediction -1, radius 0) or gets ``g``'s class with a radius such that
 ``g(x + delta)`` is that class for every ``||delta|| < radius``. Selection (``n0`` samples) and
 estimation (``n`` samples) use independent draws. PREDICT returns a class other than ``g(x)``
 with probability at most ``alpha`` (two-sided binomial test, Hung & Fithian, arXiv 1610.03944).
+The theorem is about continuous noise; the noise drawn is float32/float64, and a base classifier
+built to recognise that grid can break a certificate (Voracek and Hein 2023, arXiv 2210.03424;
+reproduced here for uniform noise in float32). Half-precision inputs are refused for that
+reason. Trained networks are not known to do this, but it is a limit of the guarantee.
 
 Batching: the noisy copies of several inputs share forward passes and the votes are counted on
 the device (``bincount``), under ``torch.inference_mode``. Each input draws its noise from its own
@@ -36,7 +40,7 @@ from torch import nn
 
 from lipcert.certify.statistics import clopper_pearson_lower
 from lipcert.errors import BadInputError, check_finite
-from lipcert.noise import check_noise, law_scale, sample_noise
+from lipcert.noise import check_certifiable_dtype, check_noise, law_scale, sample_noise
 
 __all__ = [
     "Smoothed",
@@ -209,6 +213,7 @@ class Smoothed:
             )
         if not x.dtype.is_floating_point:
             raise BadInputError(f"x must be a floating-point tensor, got {x.dtype}.")
+        check_certifiable_dtype(x.dtype, "x (the inputs to smooth)")
         check_finite(x, "x (the inputs to smooth)")
         return x
 
