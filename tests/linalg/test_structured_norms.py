@@ -217,3 +217,21 @@ def test_toeplitz_norm_refuses_bad_input():
         toeplitz_apply(col, row, torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(BadInputError, match="length"):
         circulant_apply(col, torch.zeros(4, dtype=torch.float64))
+
+
+def test_fft_norms_at_the_ends_of_float32_are_finite_sound_or_refused():
+    """Red-team finding: a float32 first column of 3e38 gave NormBound(nan, 'exact') (the rfft
+    overflowed); now a representable norm is returned rounded up, an unrepresentable one raises."""
+    from lipcert.errors import BadInputError
+    from lipcert.linalg import circulant_norm, toeplitz_norm
+
+    big = torch.full((5,), 1e37)
+    assert float(circulant_norm(big).value) >= 5e37 * (1 - 1e-6)
+    assert float(toeplitz_norm(big[:3], big[:4]).value) >= 6e37 * (1 - 1e-6)
+    tiny = torch.full((5,), 1e-42)
+    assert float(circulant_norm(tiny).value) >= float(tiny.double().sum())
+    for method in ("embedding", "trig"):
+        with pytest.raises(BadInputError, match="beyond the largest"):
+            toeplitz_norm(torch.full((3,), 3e38), torch.full((3,), 3e38), method=method)
+    with pytest.raises(BadInputError, match="beyond the largest"):
+        circulant_norm(torch.full((5,), 3e38))

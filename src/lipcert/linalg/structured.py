@@ -38,6 +38,7 @@ from lipcert.linalg.checks import check_iterations, check_options, unknown_metho
 from lipcert.linalg.dense import DEFAULT_POWER_ITERATIONS, dense_norm
 from lipcert.linalg.power import power_iteration
 from lipcert.linalg.result import NormBound
+from lipcert.linalg.scaling import normalize, restore
 
 __all__ = [
     "TOEPLITZ_METHODS",
@@ -91,6 +92,15 @@ def circulant_matrix(c: torch.Tensor) -> torch.Tensor:
     return c[..., index]
 
 
+def _spectrum_max(vec: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+    """``factor * max_k |FFT(vec)_k|`` computed on ``vec`` rescaled by an exact power of two
+    (:mod:`lipcert.linalg.scaling`) and scaled back rounding up, so huge or subnormal entries
+    give a finite bound at least the computed one (a norm beyond the dtype raises)."""
+    scaled, exponent = normalize(vec)
+    value = torch.fft.rfft(scaled).abs().amax() * factor
+    return restore(value, exponent, round_up=True, what="the FFT norm").to(vec.dtype)
+
+
 def circulant_norm(c: torch.Tensor) -> NormBound:
     """Spectral norm of ``circ(c)`` for a real first column ``c`` (1-D): ``max_k |FFT(c)_k|``.
 
@@ -101,7 +111,7 @@ def circulant_norm(c: torch.Tensor) -> NormBound:
         BadInputError: not a non-empty real 1-D tensor, NaN/Inf entries.
     """
     _check_vector(c, "circulant_norm: c")
-    return NormBound(torch.fft.rfft(c).abs().amax(), "exact", "fft")
+    return NormBound(_spectrum_max(c), "exact", "fft")
 
 
 def _check_toeplitz(first_col: torch.Tensor, first_row: torch.Tensor) -> None:
@@ -199,7 +209,7 @@ def toeplitz_norm(first_col: torch.Tensor, first_row: torch.Tensor, method: str 
     if method == "embedding":
         check_options(method, options, ("size",))
         embedding = toeplitz_embedding(first_col, first_row, options.get("size"))
-        return NormBound(torch.fft.rfft(embedding).abs().amax(), "upper", "embedding")
+        return NormBound(_spectrum_max(embedding), "upper", "embedding")
     if method == "trig":
         check_options(method, options, ("grid",))
         grid = options.get("grid", TRIG_GRID_FACTOR * (m + n - 1))
@@ -207,8 +217,8 @@ def toeplitz_norm(first_col: torch.Tensor, first_row: torch.Tensor, method: str 
             raise BadInputError(f"trig bound: grid must be an integer >= m + n - 1 = "
                                 f"{m + n - 1}, got {grid!r}.")
         factor = trig_correction(m + n - 2, grid)
-        samples = torch.fft.rfft(toeplitz_embedding(first_col, first_row, grid)).abs().amax()
-        return NormBound(samples * factor, "upper", "trig")
+        samples = _spectrum_max(toeplitz_embedding(first_col, first_row, grid), factor)
+        return NormBound(samples, "upper", "trig")
     if method in ("exact", "gram"):
         allowed = ("n_iter",) if method == "gram" else ()
         check_options(method, options, allowed)
