@@ -47,3 +47,29 @@ def check_finite(tensor, what: str) -> None:
             f"{what} contains NaN or Inf values; a bound computed from it would be meaningless. "
             "Check the training run that produced it (learning rate, initialization)."
         )
+
+
+def check_labels(y, batch: int, classes: int, device=None):
+    """``y`` as int64 of shape ``(batch,)`` on ``device`` (default: its own) with every label in
+    ``[0, classes)``, or a one-line :class:`BadInputError` (wrong type or shape, bool or
+    complex, fractional or NaN labels, labels out of range). ``None`` gives ``None``."""
+    import torch
+
+    if y is None:
+        return None
+    if not torch.is_tensor(y):
+        raise BadInputError(f"y must be a tensor of class indices, got {type(y).__name__}.")
+    if y.shape != (batch,):
+        raise BadInputError(f"y has shape {tuple(y.shape)}, expected ({batch},).")
+    if y.dtype == torch.bool or y.is_complex():
+        raise BadInputError(f"y must hold integer class indices, got dtype {y.dtype}.")
+    if y.is_floating_point():
+        if not bool(torch.isfinite(y).all()) or bool((y != y.round()).any()):
+            raise BadInputError(
+                "y holds fractional or NaN/Inf labels; class labels must be whole numbers "
+                "(pass y.long() only if that is what you mean)."
+            )
+    labels = y.to(device=y.device if device is None else device, dtype=torch.long)
+    if bool(((labels < 0) | (labels >= classes)).any()):
+        raise BadInputError(f"labels must lie in [0, {classes}).")
+    return labels

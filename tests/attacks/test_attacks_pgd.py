@@ -5,6 +5,7 @@ import torch
 from attack_oracles import box_points, linear_distance, linear_model, mlp, points
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from lipcert.attacks import pgd
 from lipcert.errors import BadInputError
@@ -149,3 +150,28 @@ def test_pgd_rejects_bad_requests():
         pgd(model, x, y[:2], 0.1)
     with pytest.raises(BadInputError, match="random_start"):
         pgd(model, x, y, 0.1, restarts=2, random_start=False)
+
+
+@pytest.mark.parametrize("call", ["robust_accuracy", "pgd-margin", "pgd-ce", "audit"])
+def test_labels_out_of_range_are_one_line_errors(call):
+    """#14: robust_accuracy returned 0.0 and pgd/audit raised a raw RuntimeError."""
+    from lipcert.attacks import audit, robust_accuracy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)).eval()
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 12])
+    run = {"robust_accuracy": lambda: robust_accuracy(model, (x, y), [0.1], progress=False),
+           "pgd-margin": lambda: pgd(model, x, y, 0.1),
+           "pgd-ce": lambda: pgd(model, x, y, 0.1, loss="ce"),
+           "audit": lambda: audit(model, x, y, torch.ones(4))}[call]
+    with pytest.raises(BadInputError, match=r"labels must lie in \[0, 10\)"):
+        run()
+
+
+def test_fractional_labels_are_refused_by_robust_accuracy():
+    from lipcert.attacks import robust_accuracy
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)).eval()
+    with pytest.raises(BadInputError, match="fractional"):
+        robust_accuracy(model, (torch.rand(2, 1, 4, 4), torch.tensor([0.5, 1.0])), [0.1],
+                        progress=False)

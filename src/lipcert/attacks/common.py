@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from lipcert.errors import BadInputError, check_finite
+from lipcert.errors import BadInputError, check_finite, check_labels
 
 Model = Callable[[Tensor], Tensor]
 Bounds = tuple[float, float] | None
@@ -106,6 +106,7 @@ def margin(logits: Tensor, labels: Tensor) -> Tensor:
             f"the model must return logits of shape (N, classes) with at least 2 classes, got "
             f"{tuple(logits.shape)}."
         )
+    check_labels(labels, logits.shape[0], logits.shape[1])
     own = logits.gather(1, labels[:, None]).squeeze(1)
     is_label = torch.nn.functional.one_hot(labels, logits.shape[1]).bool()
     return logits.masked_fill(is_label, -math.inf).amax(dim=1) - own
@@ -193,16 +194,20 @@ def eot_logits(model: Model, x: Tensor, eot: int = 1) -> Tensor:
     return logits / eot if eot > 1 else logits
 
 
-def predict(model: Model, x: Tensor, votes: int = 1) -> Tensor:
+def predict(model: Model, x: Tensor, votes: int = 1, labels: Tensor | None = None) -> Tensor:
     """Predicted classes of ``x`` (no gradients); with ``votes > 1`` the majority class over
     that many forward passes (fresh noise in each for a randomized model; ties go to the
-    lowest class index)."""
+    lowest class index). ``labels``, when given, are checked against the number of classes
+    the model returns (:func:`lipcert.errors.check_labels`)."""
     with torch.no_grad():
         if votes == 1:
-            return model(x).argmax(dim=1)
+            logits = model(x)
+            check_labels(labels, len(x), logits.shape[1])
+            return logits.argmax(dim=1)
         counts = None
         for _ in range(votes):
             logits = model(x)
+            check_labels(labels, len(x), logits.shape[1])
             one_hot = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1])
             counts = one_hot if counts is None else counts + one_hot
         return counts.argmax(dim=1)

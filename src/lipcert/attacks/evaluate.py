@@ -37,7 +37,7 @@ from lipcert.attacks.common import (
 )
 from lipcert.attacks.minimal import minimal_l2_distance
 from lipcert.attacks.pgd import pgd
-from lipcert.errors import BadInputError
+from lipcert.errors import BadInputError, check_labels
 
 ATTACKS = ("pgd", "deepfool", "cw")
 _MINIMAL_METHOD = {"deepfool": "deepfool", "cw": "cw"}
@@ -107,7 +107,9 @@ def robust_accuracy(
     for x, y in tqdm(loader, desc=f"{attack} attack", disable=not progress, leave=False):
         if target is not None:
             x, y = x.to(target), y.to(target)
-        correct = predict(model, x, votes) == y
+        # out-of-range labels used to give accuracy 0; predict checks them against the logits
+        y = check_labels(y, len(x), torch.iinfo(torch.int64).max)
+        correct = predict(model, x, votes, labels=y) == y
         total += len(y)
         correct_count += int(correct.sum())
         x, y = x[correct], y[correct]

@@ -41,7 +41,7 @@ from lipcert.attacks.common import (
     margin,
     per_sample,
 )
-from lipcert.errors import BadInputError
+from lipcert.errors import BadInputError, check_labels
 
 LOSSES = ("margin", "ce")
 _TINY = 1e-12
@@ -211,6 +211,7 @@ def _objective(logits: Tensor, y: Tensor, loss: str, targeted: bool) -> Tensor:
     if loss == "margin":
         value = margin(logits, y)
     else:
+        check_labels(y, logits.shape[0], logits.shape[1])
         value = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     return -value if targeted else value
 

@@ -41,7 +41,7 @@ from lipcert.certify.rounding import (
     forward_with_allowance,
     unit_roundoff,
 )
-from lipcert.errors import BadInputError, UnsupportedLayerError, check_finite
+from lipcert.errors import BadInputError, UnsupportedLayerError, check_finite, check_labels
 from lipcert.linalg.result import NormBound
 
 LAST_LAYER_FORMS = ("pairwise", "global")
@@ -67,28 +67,6 @@ def _check_logits(logits, batch: int | None = None, what: str = "the logits") ->
     if batch is not None and logits.shape[0] != batch:
         raise BadInputError(f"the model returned {logits.shape[0]} rows for {batch} inputs.")
     check_finite(logits, what)
-
-
-def _check_labels(y, batch: int, classes: int, device: torch.device) -> torch.Tensor | None:
-    """``y`` as int64 of shape (batch,), or a one-line BadInputError."""
-    if y is None:
-        return None
-    if not torch.is_tensor(y):
-        raise BadInputError(f"y must be a tensor of class indices, got {type(y).__name__}.")
-    if y.shape != (batch,):
-        raise BadInputError(f"y has shape {tuple(y.shape)}, expected ({batch},).")
-    if y.dtype == torch.bool or y.is_complex():
-        raise BadInputError(f"y must hold integer class indices, got dtype {y.dtype}.")
-    if y.is_floating_point():
-        if not bool(torch.isfinite(y).all()) or bool((y != y.round()).any()):
-            raise BadInputError(
-                "y holds fractional or NaN/Inf labels; class labels must be whole numbers "
-                "(pass y.long() only if that is what you mean)."
-            )
-    labels = y.to(device=device, dtype=torch.long)
-    if bool(((labels < 0) | (labels >= classes)).any()):
-        raise BadInputError(f"labels must lie in [0, {classes}).")
-    return labels
 
 
 def _global_constant(bound) -> float:
@@ -201,7 +179,7 @@ def margin_radii(logits: torch.Tensor, bound: LipschitzReport | NormBound | floa
     if isinstance(bound, LipschitzReport) and input_shape is not None:
         bound.check_input_shape(tuple(input_shape))
     z = logits.detach().to(torch.float64)
-    labels = _check_labels(y, len(z), z.shape[1], z.device)
+    labels = check_labels(y, len(z), z.shape[1], z.device)
     if allowance is None:
         allowance = _logit_allowance(logits, bound)
     return _radii(z, z.argmax(dim=1), bound, labels, last_layer, allowance)
@@ -306,5 +284,5 @@ def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
                 f"the model {tuple(logits.shape)}; certify with reference='model'."
             )
         z = reference_logits
-    labels = _check_labels(y, len(z), z.shape[1], z.device)
+    labels = check_labels(y, len(z), z.shape[1], z.device)
     return _radii(z, logits.argmax(dim=1), bound, labels, last_layer, allowance)
