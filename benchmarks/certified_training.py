@@ -155,7 +155,7 @@ def deel_export(model: nn.Module) -> nn.Module:
 def evaluate_entry(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
     model.eval()
     report = network_report(model, images)
-    radii = certified_radii(model, images, labels, report)
+    radii = certified_radii(model, images, labels, report, reference="float64")
     with torch.no_grad():
         clean = float((model(images).argmax(1) == labels).double().mean())
     lower = lipschitz_lower_bound(model, images[:32], steps=50, seed=SEED)

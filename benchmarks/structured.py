@@ -206,7 +206,7 @@ def certify(model: nn.Module, test_data) -> dict:
     images, labels = dataset_tensors(test_data)
     model.eval()
     report = network_report(model, images)
-    radii = certified_radii(model, images, labels, report)
+    radii = certified_radii(model, images, labels, report, reference="float64")
     return {"lipschitz_upper": float(report.value),
             **{f"certified@{r:g}": float((radii > r).double().mean()) for r in RADII}}
 

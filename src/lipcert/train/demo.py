@@ -106,7 +106,7 @@ def run_demo(
     model = result.model.eval()
     images, labels = test_data.tensors
     report = network_report(model, images)
-    radii = certified_radii(model, images, labels, report)
+    radii = certified_radii(model, images, labels, report, reference="float64")
     upper = float(report)
     dev = resolve_device(None, model)
     lower = lipschitz_lower_bound(model, images[:32].to(dev), steps=20 if quick else 100,
