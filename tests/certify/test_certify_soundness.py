@@ -401,3 +401,21 @@ def test_a_report_is_refused_for_another_model_or_changed_weights():
     model[0].weight.data.mul_(3)  # .data writes skip the version counter, not the values
     with pytest.raises(BadInputError, match="another model"):
         lipschitz_radii(model, x, bound=report)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda x: x.repeat(1, 3, 1, 1), "built for images of shape 1x8x8, got 3x8x8"),
+    (lambda x: x * 255, "takes images in \\[0, 1\\]"),
+])
+def test_recipe_models_refuse_inputs_they_were_not_built_for(change, message):
+    """#14: 3-channel images into a 1-channel recipe and images in [0, 255] got radii."""
+    from lipcert import models
+    from lipcert.bounds import Normalize
+
+    model = models.build("sll-s", seed=0, image_size=8, width=4, depth=1, dense_width=8,
+                         dense_depth=1).eval()
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    lipschitz_radii(model, x, y)  # the inputs it was built for are certified
+    for wrapped in (model, nn.Sequential(Normalize([0.1], [0.3]), model)):
+        with pytest.raises(BadInputError, match=message):
+            lipschitz_radii(wrapped, change(x), y)

@@ -221,6 +221,40 @@ def _check_mode(model: nn.Module) -> None:
             )
 
 
+def _recipe_spec(model: nn.Module) -> dict | None:
+    """The ``lipcert_spec`` of a recipe model, also behind input-normalization layers."""
+    from lipcert.bounds import Normalize
+
+    spec = getattr(model, "lipcert_spec", None)
+    if spec is None and isinstance(model, nn.Sequential) and len(model) > 1 and all(
+            isinstance(m, Normalize) for m in list(model)[:-1]):
+        spec = getattr(model[-1], "lipcert_spec", None)
+    return spec if isinstance(spec, dict) else None
+
+
+def check_recipe_input(model: nn.Module, x: torch.Tensor) -> None:
+    """For a recipe model (:func:`lipcert.models.build`), refuse inputs it was not built for:
+    another image shape (e.g. 3 channels into a 1-channel recipe, which a channel-padding first
+    layer would silently accept) or values outside [0, 1], the range of every lipcert data set
+    (images in [0, 255] got radii like 606). A certificate there is true of the function but
+    not about the task the model was trained for."""
+    spec = _recipe_spec(model)
+    args = (spec or {}).get("args") or {}
+    if "in_channels" not in args or "image_size" not in args:
+        return
+    expected = (args["in_channels"], args["image_size"], args["image_size"])
+    if tuple(x.shape[1:]) != expected:
+        raise BadInputError(
+            f"recipe {spec.get('recipe')!r} was built for images of shape "
+            f"{'x'.join(map(str, expected))}, got {'x'.join(map(str, x.shape[1:]))}; pass "
+            "images of that shape.")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise BadInputError(
+            f"x has values in [{float(x.min()):.4g}, {float(x.max()):.4g}], but recipe "
+            f"{spec.get('recipe')!r} takes images in [0, 1] (divide 8-bit images by 255; "
+            "normalization belongs inside the model, lipcert.bounds.Normalize).")
+
+
 def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                     bound: LipschitzReport | NormBound | float | None = None,
                     last_layer: str = "pairwise", *, reference: str = "float64") -> torch.Tensor:
@@ -256,6 +290,7 @@ def lipschitz_radii(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = 
     if reference not in REFERENCES:
         raise BadInputError(f"reference must be one of {REFERENCES}, got {reference!r}.")
     _check_mode(model)
+    check_recipe_input(model, x)
     dtype = _model_dtype(model, x)
     if x.dtype != dtype:
         raise BadInputError(
