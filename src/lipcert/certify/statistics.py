@@ -56,22 +56,30 @@ def _as_counts(k, n, alpha) -> tuple[np.ndarray, np.ndarray, float, bool]:
     return k_arr, n_arr, alpha, scalar
 
 
+def _clopper_pearson(k, n, alpha: float, upper: bool):
+    """The one-sided bound of both public functions: a Beta quantile for 0 < k < n, closed
+    forms at the edges (lower: 0 at k = 0, ``alpha**(1/n)`` at k = n, since Beta(n, 1) has CDF
+    ``p**n``; upper: 1 at k = n, ``1 - alpha**(1/n)`` at k = 0, by ``expm1`` for accuracy)."""
+    k_arr, n_arr, alpha, scalar = _as_counts(k, n, alpha)
+    kf = k_arr.astype(np.float64)
+    nf = n_arr.astype(np.float64)
+    out = np.full(k_arr.shape, 1.0 if upper else 0.0, dtype=np.float64)
+    mid = (k_arr > 0) & (k_arr < n_arr)
+    if np.any(mid):
+        out[mid] = (beta.ppf(1.0 - alpha, kf[mid] + 1.0, nf[mid] - kf[mid]) if upper
+                    else beta.ppf(alpha, kf[mid], nf[mid] - kf[mid] + 1.0))
+    edge = (k_arr == 0) if upper else (k_arr == n_arr)
+    out[edge] = (-np.expm1(np.log(alpha) / nf[edge]) if upper
+                 else np.power(alpha, 1.0 / nf[edge]))
+    return float(out) if scalar else out
+
+
 def clopper_pearson_lower(k, n, alpha: float):
     """One-sided ``1 - alpha`` lower confidence bound on a binomial proportion.
 
     Vectorized over array-like ``k`` and ``n``; scalar inputs give a Python float.
     """
-    k_arr, n_arr, alpha, scalar = _as_counts(k, n, alpha)
-    kf = k_arr.astype(np.float64)
-    nf = n_arr.astype(np.float64)
-    out = np.zeros(k_arr.shape, dtype=np.float64)
-    mid = (k_arr > 0) & (k_arr < n_arr)
-    if np.any(mid):
-        out[mid] = beta.ppf(alpha, kf[mid], nf[mid] - kf[mid] + 1.0)
-    full = k_arr == n_arr
-    # Beta(n, 1) has CDF p**n, so its alpha quantile is alpha**(1/n) exactly.
-    out[full] = np.power(alpha, 1.0 / nf[full])
-    return float(out) if scalar else out
+    return _clopper_pearson(k, n, alpha, upper=False)
 
 
 def clopper_pearson_upper(k, n, alpha: float):
@@ -79,13 +87,4 @@ def clopper_pearson_upper(k, n, alpha: float):
 
     Vectorized over array-like ``k`` and ``n``; scalar inputs give a Python float.
     """
-    k_arr, n_arr, alpha, scalar = _as_counts(k, n, alpha)
-    kf = k_arr.astype(np.float64)
-    nf = n_arr.astype(np.float64)
-    out = np.ones(k_arr.shape, dtype=np.float64)
-    mid = (k_arr > 0) & (k_arr < n_arr)
-    if np.any(mid):
-        out[mid] = beta.ppf(1.0 - alpha, kf[mid] + 1.0, nf[mid] - kf[mid])
-    zero = k_arr == 0
-    out[zero] = -np.expm1(np.log(alpha) / nf[zero])
-    return float(out) if scalar else out
+    return _clopper_pearson(k, n, alpha, upper=True)
