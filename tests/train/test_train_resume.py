@@ -93,3 +93,25 @@ def test_cli_resume_with_another_recipe_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "'sll-s'" in err and "'cpl-s'" in err and "does not match" in err
+
+
+def test_schedulefree_run_resumes_bit_identically_and_ends_on_its_averaged_weights(tmp_path):
+    """Schedule-free AdamW (arXiv 2405.15682) holds two weight sequences: the loop switches
+    it to eval mode before each evaluation and checkpoint and back to train mode before each
+    epoch, so the returned model holds the averaged weights and a resumed run matches."""
+    pytest.importorskip("schedulefree")
+    settings = dict(optimizer="schedulefree", schedule="constant")
+    full = run(tmp_path / "full", **settings)
+    run(tmp_path / "cut", stop_after=1, **settings)
+    resumed = run(tmp_path / "cut", init_seed=123, resume=True, **settings)
+    for (name, a), (_, b) in zip(full.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    # the evaluated, saved and returned weights are the averaged ones: the model's test
+    # accuracy now is the one logged for the last epoch
+    from lipcert.train import evaluate
+
+    _, test_data = digits()
+    assert evaluate(full.model, test_data, [0.0], certify=False)["accuracy"] == \
+        full.history[-1]["test_accuracy"]

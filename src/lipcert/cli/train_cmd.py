@@ -31,7 +31,7 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("batch_size", int, "global batch size (split over torchrun processes)"),
     ("lr", float, "peak learning rate"),
     ("weight_decay", float, "weight decay"),
-    ("optimizer", str, "adam, adamw or sgd"),
+    ("optimizer", str, "adam, adamw, sgd or schedulefree (pip install schedulefree)"),
     ("schedule", str, "triangular, cosine or constant (per batch)"),
     ("seed", int, "seed of the initialization and of the data order"),
     ("width", int, "override the recipe's width"),

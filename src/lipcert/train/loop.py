@@ -35,7 +35,13 @@ from lipcert.train.distributed import (
 )
 from lipcert.train.evaluation import evaluate
 from lipcert.train.noise_augment import NoiseAugment, make_noise_augment
-from lipcert.train.optim import OptimizerFactory, ScheduleFactory, make_optimizer, make_schedule
+from lipcert.train.optim import (
+    OptimizerFactory,
+    ScheduleFactory,
+    make_optimizer,
+    make_schedule,
+    set_optimizer_mode,
+)
 from lipcert.train.tensorboard import log_epoch, open_writer
 
 LOG_FILE = "log.jsonl"
@@ -301,8 +307,11 @@ def train(
         loss: ``loss(logits, target)``; losses from :mod:`lipcert.losses` that need the
             Lipschitz bound (LMT) or a schedule are driven through their protocol.
         epochs: total epochs (the learning-rate schedule spans all of them).
-        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, an optimizer over the model's
-            parameters, or a function ``params -> optimizer``.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"schedulefree"`` (with the
+            ``constant`` schedule), an optimizer over the model's parameters, or a function
+            ``params -> optimizer``. Optimizers with ``train()`` / ``eval()`` methods
+            (schedule-free) are switched to eval mode before each evaluation and checkpoint,
+            so the model is evaluated, saved and returned with its averaged weights.
         schedule: ``"triangular"``, ``"cosine"``, ``"constant"`` or a function
             ``(optimizer, total_steps) -> scheduler``; stepped once per batch.
         seed: seeds torch's RNG at the start; the data order of epoch ``e`` is a shuffle
@@ -466,6 +475,7 @@ def run_epoch(
     bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                        enabled=progress and world.is_main)
     totals = torch.zeros(3, dtype=torch.float64)
+    set_optimizer_mode(opt, training=True)
     net.train()
     for step, index in enumerate(batches):
         x, y = images[index].to(device), labels[index].to(device)
@@ -495,6 +505,7 @@ def run_epoch(
         bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.3f}",
                         refresh=False)
         bar.update()
+    set_optimizer_mode(opt, training=False)  # evaluate and save the averaged weights
     totals = sum_over_ranks(totals.to(device), world).cpu()
     seconds = time.perf_counter() - started
     metrics = (evaluate(model, test_data, [eps], certify=certify) if evaluate_epoch else

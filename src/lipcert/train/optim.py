@@ -10,7 +10,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from lipcert.errors import BadInputError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "schedulefree")
 SCHEDULES = ("triangular", "cosine", "constant")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -20,14 +20,36 @@ ScheduleFactory = Callable[[torch.optim.Optimizer, int], LRScheduler]
 def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
-    """``adam`` uses the SLL settings (betas 0.5, 0.9); ``sgd`` uses momentum 0.9."""
+    """``adam`` uses the SLL settings (betas 0.5, 0.9); ``sgd`` uses momentum 0.9;
+    ``schedulefree`` is schedule-free AdamW (Defazio et al. 2024, arXiv 2405.15682; ``pip install
+    lipcert[schedulefree]``), meant for the ``constant`` schedule: it averages its iterates
+    itself and needs :func:`set_optimizer_mode` around training and evaluation, which
+    :func:`lipcert.train.train` does."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9), weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if name == "schedulefree":
+        try:
+            import schedulefree
+        except ImportError as err:
+            raise BadInputError(
+                "optimizer 'schedulefree' needs the schedulefree package: pip install "
+                "'lipcert[schedulefree]' (or pip install schedulefree)."
+            ) from err
+        return schedulefree.AdamWScheduleFree(params, lr=lr, weight_decay=weight_decay)
     raise BadInputError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+
+
+def set_optimizer_mode(optimizer: torch.optim.Optimizer, training: bool) -> None:
+    """Call ``optimizer.train()`` or ``optimizer.eval()`` for optimizers that keep two sets of
+    weights (schedule-free: the model holds the training iterate in train mode, the averaged
+    weights to evaluate and save in eval mode); nothing for the others."""
+    switch = getattr(optimizer, "train" if training else "eval", None)
+    if callable(switch):
+        switch()
 
 
 def schedule_factor(name: str, total_steps: int) -> Callable[[int], float]:
