@@ -28,6 +28,10 @@ class UnsupportedLayerError(LipcertError, TypeError):
     """A module or function has no Lipschitz rule; lipcert refuses to skip it silently."""
 
 
+class MissingDependencyError(LipcertError, ImportError):
+    """An optional package a feature needs is not installed; the message says what to install."""
+
+
 class UnsoundRequestError(LipcertError):
     """The request would produce a certificate that is not guaranteed.
 

@@ -66,3 +66,43 @@ def test_audit_exits_with_an_error_on_a_broken_certificate(checkpoint, capsys, m
 def test_attack_rejects_a_bad_limit(checkpoint, capsys):
     assert main(["attack", str(checkpoint), "--eps", "0.1", "--limit", "0"]) == 1
     assert "--limit" in capsys.readouterr().err
+
+
+def test_attack_fgsm_matches_the_python_attack(checkpoint, capsys, tmp_path):
+    import torch
+
+    from lipcert import data
+    from lipcert.attacks import fgsm
+
+    out = tmp_path / "fgsm.json"
+    assert main(["attack", str(checkpoint), "--attack", "fgsm", "--norm", "inf", "--eps", "0.05",
+                 "--loss", "ce", "--limit", "32", "--no-progress", "--json", str(out)]) == 0
+    assert "one step, ce loss" in capsys.readouterr().out
+    robust = json.loads(out.read_text())["results"][0]["robust_accuracy"]
+    model = models.load(checkpoint)
+    x, y = data.load("digits", "test").tensors
+    x, y = x[:32], y[:32]
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    x_adv = fgsm(model, x[correct], y[correct], 0.05, loss="ce")
+    with torch.no_grad():
+        expected = int((model(x_adv).argmax(1) == y[correct]).sum()) / 32
+    assert robust == expected
+
+
+def test_attack_takes_eot_and_votes(checkpoint, capsys, tmp_path):
+    out = tmp_path / "eot.json"
+    assert main(["attack", str(checkpoint), "--eps", "0.3", "--steps", "2", "--eot", "2",
+                 "--votes", "3", "--limit", "8", "--no-progress", "--json", str(out)]) == 0
+    assert "EOT 2, 3 vote(s)" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert (result["eot"], result["votes"]) == (2, 3)
+    assert main(["attack", str(checkpoint), "--eps", "0.3", "--eot", "0"]) == 1
+    assert "--eot" in capsys.readouterr().err
+
+
+def test_attack_autoattack_from_the_command_line(checkpoint, capsys):
+    pytest.importorskip("torchattacks")
+    assert main(["attack", str(checkpoint), "--attack", "autoattack", "--norm", "inf", "--eps",
+                 "0.02", "--limit", "2", "--no-progress"]) == 0
+    assert "APGD-CE, APGD-T, FAB-T, Square" in capsys.readouterr().out

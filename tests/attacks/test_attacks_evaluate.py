@@ -71,7 +71,7 @@ def test_robust_accuracy_rejects_bad_requests():
     with pytest.raises(BadInputError, match="l2 attack"):
         robust_accuracy(model, (x, y), [0.1], norm=INF, attack="deepfool", progress=False)
     with pytest.raises(BadInputError, match="attack must"):
-        robust_accuracy(model, (x, y), [0.1], attack="fgsm", progress=False)
+        robust_accuracy(model, (x, y), [0.1], attack="apgd", progress=False)
     with pytest.raises(BadInputError, match="no radii"):
         robust_accuracy(model, (x, y), {2: [0.1]}, norm=[2, INF], progress=False)
     with pytest.raises(BadInputError, match="norm must"):

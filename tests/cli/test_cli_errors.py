@@ -126,7 +126,7 @@ def test_cuda_without_a_gpu(command, digits_ckpt, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, phrase", [
     (["certify", "{ckpt}", "--eps", "abc"], "invalid float value: 'abc'"),
-    (["attack", "{ckpt}", "--eps", "1", "--attack", "fgsm"], "invalid choice: 'fgsm'"),
+    (["attack", "{ckpt}", "--eps", "1", "--attack", "apgd"], "invalid choice: 'apgd'"),
     (["audit", "{ckpt}", "--split", "val"], "invalid choice: 'val'"),
     (["certify", "{ckpt}"], "--eps"),
     (["frobnicate"], "invalid choice"),

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from lipcert.attacks.autoattack import autoattack
 from lipcert.attacks.common import (
     DATA_RANGE,
     Bounds,
@@ -35,12 +35,15 @@ from lipcert.attacks.common import (
     predict,
     warned_once,
 )
+from lipcert.attacks.fgsm import fgsm
 from lipcert.attacks.minimal import minimal_l2_distance
 from lipcert.attacks.pgd import pgd
 from lipcert.errors import BadInputError, check_labels
+from lipcert.progress import progress_bar
 
-ATTACKS = ("pgd", "deepfool", "cw")
-_MINIMAL_METHOD = {"deepfool": "deepfool", "cw": "cw"}
+ATTACKS = ("pgd", "fgsm", "autoattack", "deepfool", "cw")
+BALL_ATTACKS = ("pgd", "fgsm", "autoattack")
+"""Attacks run once per radius (the others find one minimal l2 perturbation per sample)."""
 
 
 def robust_accuracy(
@@ -69,17 +72,23 @@ def robust_accuracy(
         eps_list: radii; with several norms, either one list for all or a mapping
             ``{norm: radii}``.
         norm: 2, ``float("inf")``, or a sequence of both for a side-by-side evaluation.
-        attack: ``"pgd"`` (l2 or l-infinity), ``"deepfool"`` or ``"cw"`` (l2 only: they find
-            a minimal perturbation once per sample, which is then compared with every eps).
+        attack: ``"pgd"``, ``"fgsm"`` (one step; :func:`lipcert.attacks.fgsm`) or
+            ``"autoattack"`` (:func:`lipcert.attacks.autoattack`, the standard ensemble;
+            needs ``lipcert[autoattack]``), under l2 or l-infinity; ``"deepfool"`` or ``"cw"``
+            (l2 only: they find a minimal perturbation once per sample, which is then
+            compared with every eps).
         batch_size: samples per attacked batch.
-        progress: show a tqdm progress bar over batches.
+        progress: show a progress bar over the samples (:func:`lipcert.progress.progress_bar`).
         steps, restarts, loss, seed: PGD budget, loss (``"margin"`` or ``"ce"``) and seed
-            (``steps`` also bounds DeepFool's and Carlini-Wagner's iterations).
+            (``steps`` also bounds DeepFool's and Carlini-Wagner's iterations; FGSM takes
+            ``loss``; AutoAttack runs its own fixed budget and takes ``seed`` only).
         clip: data range; None for no box.
         device: where to run; default the device of the model's first parameter (else the
             data's device).
         eot: noise draws the attack averages at every step (expectation over
-            transformation); ``eot=1`` on a model with NoiseInjection warns.
+            transformation); ``eot=1`` on a model with NoiseInjection warns. For
+            AutoAttack any ``eot > 1`` selects its ``"rand"`` version (APGD-CE and APGD-DLR,
+            each averaging 20 draws per step, the authors' protocol for randomized models).
         votes: every prediction (clean and under attack) is the majority over this many
             forward passes, each with fresh noise for a randomized model.
 
@@ -93,7 +102,7 @@ def robust_accuracy(
     several = isinstance(norm, Sequence) and not isinstance(norm, str)
     norms = [check_norm(n) for n in (norm if several else [norm])]
     radii = _radii_per_norm(norms, eps_list)
-    if attack != "pgd" and norms != [2.0]:
+    if attack not in BALL_ATTACKS and norms != [2.0]:
         raise BadInputError(f"attack {attack!r} is an l2 attack; use norm=2 or attack='pgd'.")
     if batch_size < 1:
         raise BadInputError(f"batch_size must be >= 1, got {batch_size}.")
@@ -104,41 +113,23 @@ def robust_accuracy(
     total = 0
     correct_count = 0
     robust_count = {(p, e): 0 for p in norms for e in radii[p]}
-    for x, y in tqdm(loader, desc=f"{attack} attack", disable=not progress, leave=False):
-        if target is not None:
-            x, y = x.to(target), y.to(target)
-        # out-of-range labels used to give accuracy 0; predict checks them against the logits
-        y = check_labels(y, len(x), torch.iinfo(torch.int64).max)
-        correct = predict(model, x, votes, labels=y) == y
-        total += len(y)
-        correct_count += int(correct.sum())
-        x, y = x[correct], y[correct]
-        if len(y) == 0:
-            continue
-        if attack == "pgd":
-            for p in norms:
-                for e in radii[p]:
-                    with warned_once():
-                        x_adv = pgd(
-                            model, x, y, e, norm=p, steps=steps, restarts=restarts, seed=seed,
-                            loss=loss, clip=clip, eot=eot,
-                        )
-                    robust_count[(p, e)] += int((predict(model, x_adv, votes) == y).sum())
-        else:
-            with warned_once():
-                distance = minimal_l2_distance(
-                    model,
-                    x,
-                    y,
-                    method=_MINIMAL_METHOD[attack],
-                    clip=clip,
-                    deepfool_steps=steps,
-                    cw_steps=steps,
-                    eot=eot,
-                    votes=votes,
-                )
-            for e in radii[2.0]:
-                robust_count[(2.0, e)] += int((distance > e).sum())
+    with progress_bar(total=_count(data), desc=f"{attack} attack", unit="sample",
+                      enabled=progress) as bar:
+        for x, y in loader:
+            if target is not None:
+                x, y = x.to(target), y.to(target)
+            # out-of-range labels used to give accuracy 0; predict checks them against the logits
+            y = check_labels(y, len(x), torch.iinfo(torch.int64).max)
+            correct = predict(model, x, votes, labels=y) == y
+            total += len(y)
+            correct_count += int(correct.sum())
+            if correct.any():
+                robust = _robust_counts(model, x[correct], y[correct], attack, radii, steps=steps,
+                                        restarts=restarts, seed=seed, loss=loss, clip=clip,
+                                        eot=eot, votes=votes)
+                for key, count in robust.items():
+                    robust_count[key] += count
+            bar.update(len(y))
     if total == 0:
         raise BadInputError("data holds no samples.")
     return {
@@ -153,6 +144,48 @@ def robust_accuracy(
             for e in radii[p]
         ],
     }
+
+
+def _robust_counts(model: Model, x: Tensor, y: Tensor, attack: str,
+                   radii: dict[float, list[float]], *, steps: int, restarts: int,
+                   seed: int | None, loss: str, clip: Bounds, eot: int,
+                   votes: int) -> dict[tuple[float, float], int]:
+    """``{(norm, eps): samples of the correctly classified batch (x, y) the attack fails on}``."""
+    counts = {}
+    with warned_once():
+        if attack in BALL_ATTACKS:
+            for p, eps_list in radii.items():
+                for e in eps_list:
+                    x_adv = _ball_attack(attack, model, x, y, e, p, steps=steps,
+                                         restarts=restarts, seed=seed, loss=loss, clip=clip,
+                                         eot=eot)
+                    counts[(p, e)] = int((predict(model, x_adv, votes) == y).sum())
+            return counts
+        distance = minimal_l2_distance(model, x, y, method=attack, clip=clip,
+                                       deepfool_steps=steps, cw_steps=steps, eot=eot,
+                                       votes=votes)
+    return {(2.0, e): int((distance > e).sum()) for e in radii[2.0]}
+
+
+def _ball_attack(attack: str, model: Model, x: Tensor, y: Tensor, eps: float, norm: float, *,
+                 steps: int, restarts: int, seed: int | None, loss: str, clip: Bounds,
+                 eot: int) -> Tensor:
+    """Adversarial examples of ``attack`` (one of :data:`BALL_ATTACKS`) in the ``eps`` ball."""
+    if attack == "pgd":
+        return pgd(model, x, y, eps, norm=norm, steps=steps, restarts=restarts, seed=seed,
+                   loss=loss, clip=clip, eot=eot)
+    if attack == "fgsm":
+        return fgsm(model, x, y, eps, norm=norm, loss=loss, clip=clip, eot=eot)
+    return autoattack(model, x, y, eps, norm=norm, version="rand" if eot > 1 else "standard",
+                      seed=0 if seed is None else seed, clip=clip)
+
+
+def _count(data: Dataset | tuple[Tensor, Tensor]) -> int | None:
+    """Number of samples in ``data`` (None when it has no length)."""
+    try:
+        return len(data[1]) if isinstance(data, tuple) else len(data)
+    except TypeError:
+        return None
 
 
 def _radii_per_norm(

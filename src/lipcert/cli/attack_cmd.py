@@ -28,12 +28,14 @@ from lipcert.progress import progress_bar
 from lipcert.report import format_table, new_figure, save_figure
 
 NORMS = {"2": 2.0, "inf": math.inf}
-ATTACKS = ("pgd", "deepfool", "cw")
+ATTACKS = ("pgd", "fgsm", "autoattack", "deepfool", "cw")
+BALL_ATTACKS = ("pgd", "fgsm", "autoattack")
 
 
 def register(subparsers) -> None:
     attack = subparsers.add_parser(
-        "attack", help="robust accuracy of a checkpoint under PGD, DeepFool or Carlini-Wagner",
+        "attack", help="robust accuracy of a checkpoint under PGD, FGSM, AutoAttack, DeepFool "
+        "or Carlini-Wagner",
         description="Attack a saved model on a data set and print its accuracy under attack at "
         "each radius (an upper bound on the true robust accuracy).",
     )
@@ -41,15 +43,26 @@ def register(subparsers) -> None:
     attack.add_argument("--eps", type=float, nargs="+", required=True, metavar="EPS",
                         help="attack radii (one or more, >= 0)")
     attack.add_argument("--norm", choices=sorted(NORMS), default="2", help="threat model "
-                        "(default 2; pgd takes 2 or inf, deepfool and cw are l2 attacks)")
+                        "(default 2; pgd, fgsm and autoattack take 2 or inf, deepfool and cw "
+                        "are l2 attacks)")
     attack.add_argument("--attack", choices=ATTACKS, default="pgd",
-                        help="attack (default pgd)")
+                        help="attack (default pgd; autoattack is the standard AutoAttack "
+                        "ensemble, arXiv 2003.01690, and needs pip install 'lipcert[autoattack]')")
     attack.add_argument("--steps", type=int, default=50, metavar="N",
-                        help="iterations of the attack (default 50)")
+                        help="iterations of pgd, deepfool and cw (default 50; fgsm takes one "
+                        "step, autoattack runs its own fixed budget)")
     attack.add_argument("--restarts", type=int, default=1, metavar="N",
                         help="PGD random restarts (default 1)")
     attack.add_argument("--loss", choices=("margin", "ce"), default="margin",
-                        help="PGD loss (default margin: stronger on Lipschitz networks)")
+                        help="loss of pgd and fgsm (default margin: stronger on Lipschitz "
+                        "networks)")
+    attack.add_argument("--eot", type=int, default=1, metavar="K",
+                        help="noise draws averaged per attack step, for randomized models "
+                        "(NoiseInjection; expectation over transformation, arXiv 1802.00420); "
+                        "with autoattack any K > 1 selects its 'rand' version (20 draws)")
+    attack.add_argument("--votes", type=int, default=1, metavar="M",
+                        help="each prediction is the majority over M forward passes (fresh "
+                        "noise in each for a randomized model; default 1)")
     attack.add_argument("--seed", type=int, default=0, help="seed of the random starts "
                         "(default 0)")
     attack.set_defaults(func=run_attack)
@@ -118,24 +131,40 @@ def _dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def attack_budget(args: argparse.Namespace) -> str:
+    """The attack's budget in words, for the line above the table."""
+    randomized = f", EOT {args.eot}, {args.votes} vote(s)" if args.eot > 1 or args.votes > 1 \
+        else ""
+    if args.attack == "pgd":
+        return f"{args.steps} steps, {args.restarts} restart(s), {args.loss} loss{randomized}"
+    if args.attack == "fgsm":
+        return f"one step, {args.loss} loss{randomized}"
+    if args.attack == "autoattack":
+        version = "rand: APGD-CE, APGD-DLR, EOT 20" if args.eot > 1 else \
+            "standard: APGD-CE, APGD-T, FAB-T, Square 5000 queries"
+        return version + (f", {args.votes} vote(s)" if args.votes > 1 else "")
+    return f"at most {args.steps} iterations{randomized}"
+
+
 def run_attack(args: argparse.Namespace) -> int:
     from lipcert.attacks import robust_accuracy
 
     check_radii(args.eps)
     check_int(args, "steps", 1)  # 0 steps would report the clean accuracy as robust
     check_int(args, "restarts", 1)
-    if args.attack != "pgd" and args.norm != "2":
+    check_int(args, "eot", 1)
+    check_int(args, "votes", 1)
+    if args.attack not in BALL_ATTACKS and args.norm != "2":
         raise BadInputError(f"--attack {args.attack} is an l2 attack; use --norm 2 with it, or "
                             f"--attack pgd for --norm {args.norm}.")
     model, x, y = load_model_and_data(args)
     result = robust_accuracy(
         model, (x, y), args.eps, norm=NORMS[args.norm], attack=args.attack,
         batch_size=args.batch_size, progress=args.progress, steps=args.steps,
-        restarts=args.restarts, loss=args.loss, seed=args.seed,
+        restarts=args.restarts, loss=args.loss, seed=args.seed, eot=args.eot, votes=args.votes,
     )
-    budget = (f"{args.steps} steps, {args.restarts} restart(s), {args.loss} loss"
-              if args.attack == "pgd" else f"at most {args.steps} iterations")
-    print(f"clean accuracy {result['clean_accuracy']:.4f}; attack {args.attack}, {budget}")
+    print(f"clean accuracy {result['clean_accuracy']:.4f}; attack {args.attack}, "
+          f"{attack_budget(args)}")
     rows = [[f"l{args.norm}", row["eps"], f"{row['robust_accuracy']:.4f}"]
             for row in result["results"]]
     print(format_table(rows, ["norm", "eps", "robust accuracy"], args.table))

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lipcert.errors import BadInputError
+from lipcert.errors import BadInputError, MissingDependencyError
 
 __all__ = ["open_writer", "log_epoch", "TENSORBOARD_FOLDER"]
 
@@ -20,14 +20,15 @@ TENSORBOARD_FOLDER = "tensorboard"
 
 def open_writer(out: Path | None) -> Any:
     """A ``SummaryWriter`` on ``out/tensorboard``; :class:`BadInputError` without a run folder
-    or without the tensorboard package."""
+    and :class:`MissingDependencyError` without the tensorboard package."""
     if out is None:
         raise BadInputError("tensorboard logging needs a run folder (out=...).")
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
-        raise BadInputError("tensorboard logging needs the tensorboard package: pip install "
-                            "tensorboard (the log.jsonl log needs nothing).") from err
+        raise MissingDependencyError("tensorboard logging needs the tensorboard package: pip "
+                                     "install 'lipcert[tensorboard]' (the log.jsonl log needs "
+                                     "nothing).") from err
     return SummaryWriter(log_dir=str(Path(out) / TENSORBOARD_FOLDER))
 
 
