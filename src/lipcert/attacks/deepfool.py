@@ -4,7 +4,8 @@ At every iterate the classifier is linearized around the current point: for each
 class k, ``f_k = z_k - z_c`` (c the original prediction) with gradient ``w_k``; the nearest
 linearized boundary is ``l = argmin_k |f_k| / ||w_k||`` and the step is
 ``(|f_l| + 1e-4) w_l / ||w_l||^2``. Steps accumulate into ``r``; the iterate is
-``x + (1 + overshoot) r``, clipped to the data range, until the prediction changes.
+``x + (1 + overshoot) r``, clipped to the data range, until the prediction changes; a sample
+whose prediction has changed leaves the batch (the later steps cost nothing for it).
 
 On an affine classifier one step lands (1 + overshoot) times beyond the exact closest
 boundary point. The result is an empirical upper bound on the distance to the boundary, not
@@ -81,30 +82,41 @@ def deepfool(
 
     total = torch.zeros_like(x)
     x_adv = x.clone()
+    rows = torch.arange(x.shape[0], device=x.device)  # samples not flipped yet
     for _ in range(steps):
         with torch.enable_grad():
-            x_var = x_adv.requires_grad_(True)
+            x_var = x_adv[rows].requires_grad_(True)
             logits = eot_logits(model, x_var, eot)
-            active = logits.argmax(dim=1) == original
+            active = logits.argmax(dim=1) == original[rows]
             if not bool(active.any()):
                 break
-            own = logits.gather(1, original[:, None]).squeeze(1)
-            best_ratio = torch.full_like(own, math.inf).detach()
-            best_step = torch.zeros_like(x)
-            for column in range(candidates.shape[1]):
-                gap = logits.gather(1, candidates[:, column : column + 1]).squeeze(1) - own
-                more = column + 1 < candidates.shape[1]
-                (direction,) = torch.autograd.grad(gap.sum(), x_var, retain_graph=more)
-                gap = gap.detach()
-                length = l2_norms(direction).clamp_min(_TINY)
-                ratio = gap.abs() / length
-                closer = ratio < best_ratio
-                step = direction * as_column((gap.abs() + 1e-4) / length**2, x)
-                best_step = torch.where(as_column(closer, x), step, best_step)
-                best_ratio = torch.where(closer, ratio, best_ratio)
-        total = total + best_step * as_column(active, x)
-        x_adv = clamp_to(x + (1 + overshoot) * total, clip).detach()
-    return x_adv.detach()
+            step = _nearest_boundary_step(logits, x_var, original[rows], candidates[rows])
+        # a flipped sample keeps its iterate (the first one that changed the prediction)
+        rows, step = rows[active], step[active]
+        total[rows] = total[rows] + step
+        x_adv[rows] = clamp_to(x[rows] + (1 + overshoot) * total[rows], clip)
+    return x_adv
+
+
+def _nearest_boundary_step(logits: Tensor, x_var: Tensor, original: Tensor,
+                           candidates: Tensor) -> Tensor:
+    """DeepFool's step per sample: onto the nearest linearized boundary among ``candidates``
+    (its length ``|f_l| / ||w_l||`` plus 1e-4 / ||w_l||)."""
+    own = logits.gather(1, original[:, None]).squeeze(1)
+    best_ratio = torch.full_like(own, math.inf).detach()
+    best_step = torch.zeros_like(x_var)
+    for column in range(candidates.shape[1]):
+        gap = logits.gather(1, candidates[:, column : column + 1]).squeeze(1) - own
+        more = column + 1 < candidates.shape[1]
+        (direction,) = torch.autograd.grad(gap.sum(), x_var, retain_graph=more)
+        gap = gap.detach()
+        length = l2_norms(direction).clamp_min(_TINY)
+        ratio = gap.abs() / length
+        closer = ratio < best_ratio
+        step = direction * as_column((gap.abs() + 1e-4) / length**2, x_var)
+        best_step = torch.where(as_column(closer, x_var), step, best_step)
+        best_ratio = torch.where(closer, ratio, best_ratio)
+    return best_step
 
 
 def _others(top: Tensor, original: Tensor) -> Tensor:

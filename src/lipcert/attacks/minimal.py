@@ -10,7 +10,9 @@ this distance is a broken certificate.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -24,14 +26,24 @@ from lipcert.attacks.common import (
     check_batch,
     check_eot,
     clamp_to,
+    eot_logits,
+    input_gradients,
     l2_norms,
+    margin,
     predict,
     warned_once,
 )
 from lipcert.attacks.deepfool import deepfool
 from lipcert.errors import BadInputError
 
-METHODS = ("deepfool", "cw", "best")
+METHODS = ("deepfool", "cw", "best", "deepfool+cw")
+CW_STEPS, CW_SEARCHES = 100, 9  # Carlini-Wagner from x: Adam steps per round, rounds
+REFINE_STEPS, REFINE_SEARCHES = 50, 1  # Carlini-Wagner from DeepFool's point
+REFINE_CONST = 1.5
+"""Carlini-Wagner's constant when it starts from DeepFool's point, as a multiple of the
+stationary value ``2 d / ||grad margin||`` there (see :func:`minimal_l2_distance`): above 1 so
+that the iterates stay on the adversarial side. On sll-s (mnist-5k, 256 certified points) 1.0
+left the median distance 4.6% above the 9-round search from x, 1.5 and 2.0 within 0.3%."""
 
 
 def minimal_l2_distance(
@@ -42,21 +54,37 @@ def minimal_l2_distance(
     *,
     clip: Bounds = DATA_RANGE,
     deepfool_steps: int = 50,
-    cw_steps: int = 100,
-    cw_binary_search_steps: int = 9,
+    cw_steps: int | None = None,
+    cw_binary_search_steps: int | None = None,
     bisection_steps: int = 16,
     eot: int = 1,
     votes: int = 1,
 ) -> Tensor:
     """Per-sample smallest verified l2 perturbation that changes the prediction away from ``y``.
 
+    Methods:
+
+    - ``"deepfool"`` (arXiv 1511.04599) and ``"cw"`` (Carlini-Wagner l2 from ``x``, arXiv
+      1608.04644, 9 rounds of 100 Adam steps by default);
+    - ``"best"``: the smaller of both;
+    - ``"deepfool+cw"``: DeepFool, then Carlini-Wagner started at DeepFool's verified point
+      with its constant set from that point (1 round of 50 steps by default), so that it
+      walks along the boundary towards ``x`` instead of searching for the boundary and the
+      constant from scratch. At a point ``x + delta`` of the boundary closest to ``x`` the
+      objective ``||delta||^2 + c max(-margin, 0)`` is stationary for ``c = 2 ||delta|| /
+      ||grad margin||``; the round uses :data:`REFINE_CONST` times that value from DeepFool's
+      point. Samples DeepFool fails on get the full search of ``"cw"`` instead. The result
+      is never larger than DeepFool's, and on 1-Lipschitz networks within a few tenths of a
+      percent of ``"best"`` in median at a tenth of its cost.
+
     Args:
         model: maps a batch to logits (N, classes), in eval mode.
         x: clean inputs (N, ...), inside ``clip``.
         y: labels (N,).
-        method: ``"deepfool"``, ``"cw"`` (Carlini-Wagner l2) or ``"best"`` (the smaller of both).
+        method: one of :data:`METHODS`.
         clip: data range ``(low, high)``; None for no box.
-        deepfool_steps, cw_steps, cw_binary_search_steps: attack budgets.
+        deepfool_steps, cw_steps, cw_binary_search_steps: attack budgets (None: the
+            method's default above).
         bisection_steps: halvings of the segment from ``x`` to each adversarial point.
         eot: noise draws averaged by the attacks at every step (randomized models).
         votes: predictions are the majority over this many forward passes (fresh noise in
@@ -75,30 +103,60 @@ def minimal_l2_distance(
     distance = torch.full((x.shape[0],), math.inf, dtype=torch.float64, device=x.device)
     if x.shape[0] == 0:
         return distance
+    verify = functools.partial(_verified, model, x, y, clip=clip, steps=bisection_steps,
+                               votes=votes)
     with warned_once():
-        proposals = _proposals(model, x, y, method, clip, deepfool_steps, cw_steps,
-                               cw_binary_search_steps, eot)
-    for proposal in proposals:
-        point = shrink_to_boundary(model, x, y, proposal, clip=clip, steps=bisection_steps,
-                                   votes=votes)
-        distance = torch.minimum(distance, verified_distance(model, x, y, point, clip, votes))
+        if method in ("deepfool", "best", "deepfool+cw"):
+            point, distance = verify(deepfool(model, x, steps=deepfool_steps, clip=clip,
+                                              eot=eot))
+        if method == "deepfool+cw":
+            distance = _refine(model, x, y, point, distance, verify, clip=clip, eot=eot,
+                               steps=cw_steps or REFINE_STEPS,
+                               searches=cw_binary_search_steps or REFINE_SEARCHES)
+        elif method in ("cw", "best"):
+            proposal = carlini_wagner_l2(
+                model, x, y, steps=cw_steps or CW_STEPS,
+                binary_search_steps=cw_binary_search_steps or CW_SEARCHES, clip=clip, eot=eot,
+            )
+            distance = torch.minimum(distance, verify(proposal)[1])
     return torch.where(predict(model, x, votes) != y, torch.zeros_like(distance), distance)
 
 
-def _proposals(model: Model, x: Tensor, y: Tensor, method: str, clip: Bounds,
-               deepfool_steps: int, cw_steps: int, cw_binary_search_steps: int,
-               eot: int) -> list[Tensor]:
-    proposals = []
-    if method in ("deepfool", "best"):
-        proposals.append(deepfool(model, x, steps=deepfool_steps, clip=clip, eot=eot))
-    if method in ("cw", "best"):
-        proposals.append(
-            carlini_wagner_l2(
-                model, x, y, steps=cw_steps, binary_search_steps=cw_binary_search_steps,
-                clip=clip, eot=eot,
-            )
+def _verified(model: Model, x: Tensor, y: Tensor, proposal: Tensor, *, clip: Bounds,
+              steps: int, votes: int) -> tuple[Tensor, Tensor]:
+    """``proposal`` shrunk towards ``x`` (:func:`shrink_to_boundary`) and its
+    :func:`verified_distance`."""
+    point = shrink_to_boundary(model, x, y, proposal, clip=clip, steps=steps, votes=votes)
+    return point, verified_distance(model, x, y, point, clip, votes)
+
+
+def _refine(model: Model, x: Tensor, y: Tensor, point: Tensor, distance: Tensor,
+            verify: Callable[[Tensor], tuple[Tensor, Tensor]], *, clip: Bounds, eot: int,
+            steps: int, searches: int) -> Tensor:
+    """Distances of ``"deepfool+cw"`` from DeepFool's verified ``point`` and ``distance``."""
+    proposal = x.clone()
+    found = torch.isfinite(distance) & (distance > 0)  # 0: misclassified at x already
+    if bool(found.any()):
+        const = REFINE_CONST * _stationary_const(model, y[found], point[found], x[found], eot)
+        proposal[found] = carlini_wagner_l2(
+            model, x[found], y[found], steps=steps, binary_search_steps=searches,
+            initial_const=const, start=point[found], clip=clip, eot=eot,
         )
-    return proposals
+    missed = torch.isinf(distance)
+    if bool(missed.any()):
+        proposal[missed] = carlini_wagner_l2(model, x[missed], y[missed], steps=CW_STEPS,
+                                             binary_search_steps=CW_SEARCHES, clip=clip,
+                                             eot=eot)
+    return torch.minimum(distance, verify(proposal)[1])
+
+
+@input_gradients
+def _stationary_const(model: Model, y: Tensor, point: Tensor, x: Tensor, eot: int) -> Tensor:
+    """``2 ||point - x|| / ||grad margin(point)||`` per sample (the margin of ``y``)."""
+    with torch.enable_grad():
+        z = point.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(margin(eot_logits(model, z, eot), y).sum(), z)
+    return 2 * l2_norms(point - x) / l2_norms(grad).pow(2).clamp_min(1e-12)
 
 
 def verified_distance(model: Model, x: Tensor, y: Tensor, point: Tensor, clip: Bounds,
