@@ -46,13 +46,19 @@ BASE: dict[str, Any] = dict(model="sll-s", args={}, offset=1.5 * SQRT2, temperat
 """The starting recipe (today's ``lipcert demo`` loss and optimizer at 20 epochs)."""
 
 
-def _vary(**changes: list[Any]) -> list[dict[str, Any]]:
-    """``BASE`` with one setting changed per entry (``changes`` maps a key to its values)."""
-    return [dict(BASE, **{key: value}) for key, values in changes.items() for value in values]
+STAGED = dict(BASE, model="sll-m", offset=2 * SQRT2)
+"""The two-stage ``sll-m`` recipe (space-to-depth instead of norm pooling) with offset 2 sqrt 2;
+the ``staged-*`` stages vary settings around it."""
 
 
-def _arch(*sizes: tuple[int, int, int, int]) -> list[dict[str, Any]]:
-    return [dict(BASE, args=dict(width=w, depth=d, dense_width=dw, dense_depth=dd))
+def _vary(base: dict[str, Any] = BASE, **changes: list[Any]) -> list[dict[str, Any]]:
+    """``base`` with one setting changed per entry (``changes`` maps a key to its values)."""
+    return [dict(base, **{key: value}) for key, values in changes.items() for value in values]
+
+
+def _arch(*sizes: tuple[int, int, int, int], base: dict[str, Any] = BASE
+          ) -> list[dict[str, Any]]:
+    return [dict(base, args=dict(width=w, depth=d, dense_width=dw, dense_depth=dd))
             for w, d, dw, dd in sizes]
 
 
@@ -67,6 +73,11 @@ STAGES: dict[str, list[dict[str, Any]]] = {
                   dict(BASE, optimizer="schedulefree", schedule="constant", lr=0.005),
                   dict(BASE, optimizer="schedulefree", schedule="constant", lr=0.01),
                   dict(BASE, schedule="cosine")],
+    "staged-offset": _vary(STAGED, offset=[1.5 * SQRT2, 2 * SQRT2, 2.5 * SQRT2]),
+    "staged-arch": [STAGED, *_arch((8, 2, 256, 2), (12, 2, 128, 2), (8, 3, 128, 2), (8, 2, 128, 3),
+                           base=STAGED)],
+    "staged-train": [STAGED, *_vary(STAGED, lr=[0.02], temperature=[0.5], augment=["crop:1"]),
+                     dict(STAGED, optimizer="schedulefree", schedule="constant", lr=0.005)],
 }
 
 
@@ -126,7 +137,7 @@ def run_stage(stage: str, seeds: list[int], epochs: int | None) -> list[dict[str
     train_part, val_part = data.validation_split(data.load("mnist-5k", "train"), VAL_FRACTION)
     x, y = train_part.tensors
     ratios = (step_ratios(configs, x[:BASE["batch_size"]], y[:BASE["batch_size"]])
-              if stage == "arch" else [None] * len(configs))
+              if stage.endswith("arch") else [None] * len(configs))
     rows = []
     for config, ratio in zip(configs, ratios, strict=True):
         runs = [run_config(config, seed, train_part, val_part) for seed in seeds]

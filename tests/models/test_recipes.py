@@ -13,7 +13,7 @@ from lipcert.errors import BadInputError
 from lipcert.layers import NormalizedLinear
 from lipcert.models import RECIPES, build, default_args, describe
 
-LIPSCHITZ_RECIPES = ("sll-s", "cpl-s", "aol-s", "spectral-s")
+LIPSCHITZ_RECIPES = ("sll-s", "sll-m", "cpl-s", "aol-s", "spectral-s")
 PLAIN_MODULES = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d,
                  nn.Identity)
 
@@ -57,12 +57,15 @@ def test_bad_argument_values_are_refused(value):
 )
 def test_every_recipe_builds_for_other_inputs(name, shape):
     in_channels, image_size, num_classes = shape
+    # sll-m's first stage (8 channels) is narrower than the 12 the stem makes from RGB
+    wider = {"width": 12} if name == "sll-m" and in_channels == 3 else {}
     torch.manual_seed(0)
-    model = build(name, in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    model = build(name, in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+                  **wider)
     assert model.lipcert_spec == {
         "recipe": name,
         "args": {**default_args(name), "in_channels": in_channels, "image_size": image_size,
-                 "num_classes": num_classes},
+                 "num_classes": num_classes, **wider},
     }
     logits = model(torch.rand(4, in_channels, image_size, image_size))
     assert logits.shape == (4, num_classes) and bool(torch.isfinite(logits).all())
@@ -178,3 +181,14 @@ def test_seed_makes_builds_reproducible_without_touching_the_global_generator():
     for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(build("sll-s", seed=4)[2].weight, first[2].weight)
+
+
+def test_sll_m_downsamples_twice_and_pools_nothing():
+    """sll-m: space-to-depth, a stage on 8 channels, space-to-depth, a stage on 32, and the
+    dense blocks on all 32 * 7 * 7 features (no norm pooling)."""
+    model = build("sll-m", depth=1, dense_width=16, dense_depth=1)
+    kinds = [type(module).__name__ for module in model]
+    assert kinds.count("InvertibleDownsample") == 2 and "L2NormPool2d" not in kinds
+    assert [module.features for module in model if hasattr(module, "log_q")] == \
+        [8, 32, 32 * 7 * 7]
+    assert model[-1].in_features == 32 * 7 * 7

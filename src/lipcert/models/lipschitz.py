@@ -6,7 +6,8 @@ Every network is a ``nn.Sequential``:
    convolutions run on ``image_size / 2`` squares, which keeps the recipes CPU-sized;
 2. the convolutional stage of ``depth`` blocks on ``width`` channels;
 3. ``L2NormPool2d`` over 2x2 windows (1-Lipschitz: disjoint windows, each a Euclidean norm),
-   down to ``image_size / 4``, and ``Flatten``;
+   down to ``image_size / 4``, and ``Flatten`` (``sll-m`` instead downsamples again by
+   space-to-depth and runs a second stage of ``depth`` blocks on ``4 * width`` channels);
 4. the dense stage of ``dense_depth`` blocks;
 5. ``NormalizedLinear`` to ``num_classes`` logits (unit-norm rows; not 1-Lipschitz as a
    layer: certify with its rows pairwise, as in LMT's per-class bound).
@@ -69,15 +70,24 @@ def _residual_network(
     conv_block: Callable[[int, int], nn.Module],
     dense_block: Callable[[int, int], nn.Module],
     *, in_channels: int, image_size: int, num_classes: int,
-    width: int, depth: int, dense_width: int, dense_depth: int,
+    width: int, depth: int, dense_width: int, dense_depth: int, staged: bool = False,
 ) -> nn.Sequential:
+    """``staged=False``: one convolutional stage, then ``L2NormPool2d``. ``staged=True``: a
+    second ``InvertibleDownsample`` instead of the pooling and a second stage of ``depth``
+    blocks on its ``4 * width`` channels, so nothing is pooled away (every map up to the
+    last layer is orthogonal or a 1-Lipschitz residual block)."""
     _check_sizes(recipe, in_channels, image_size, width, residual=True)
-    features = width * (image_size // DOWNSAMPLE) ** 2
+    if staged:
+        second: list[nn.Module] = [InvertibleDownsample(2),
+                                   *(conv_block(4 * width, 4 * width) for _ in range(depth))]
+        features = 4 * width * (image_size // DOWNSAMPLE) ** 2
+    else:
+        second, features = [L2NormPool2d(2)], width * (image_size // DOWNSAMPLE) ** 2
     return nn.Sequential(
         InvertibleDownsample(2),
         ZeroChannelPad(width),
         *(conv_block(width, width) for _ in range(depth)),
-        L2NormPool2d(2),
+        *second,
         nn.Flatten(),
         *(dense_block(features, dense_width) for _ in range(dense_depth)),
         NormalizedLinear(features, num_classes),
@@ -88,6 +98,15 @@ def sll_network(**args: int) -> nn.Sequential:
     """``sll-s``: SLL conv and dense blocks (Araujo et al. 2023, arXiv 2303.03169); each block
     ``x - 2 W T^{-1} relu(W^T x + b)`` is 1-Lipschitz by the paper's Theorem 3."""
     return _residual_network("sll-s", SLLConv2d, SLLLinear, **args)
+
+
+def sll_staged_network(**args: int) -> nn.Sequential:
+    """``sll-m``: SLL blocks (arXiv 2303.03169) in two stages, as in the strided stages of
+    orthogonium's StagedCNN (arXiv 2501.07930) but with space-to-depth between them:
+    ``depth`` conv blocks on ``width`` channels at ``image_size / 2``, ``depth`` on
+    ``4 * width`` channels at ``image_size / 4``, then the dense blocks on all
+    ``4 * width * (image_size / 4)^2`` features."""
+    return _residual_network("sll-m", SLLConv2d, SLLLinear, staged=True, **args)
 
 
 def cpl_network(**args: int) -> nn.Sequential:

@@ -52,6 +52,13 @@ _REGISTRY: dict[str, Recipe] = {
             lipschitz.sll_network, width=16, depth=2, dense_width=128, dense_depth=2,
         ),
         _recipe(
+            "sll-m", "two-stage SLL network (arXiv 2303.03169), CPU-sized: space-to-depth, "
+            "SLL conv blocks on width channels, space-to-depth, SLL conv blocks on 4 * width "
+            "channels, SLL dense blocks, normalized last layer; 1-Lipschitz up to the last "
+            "layer",
+            lipschitz.sll_staged_network, width=8, depth=2, dense_width=128, dense_depth=2,
+        ),
+        _recipe(
             "cpl-s", "convex potential network (Meunier et al. 2022, arXiv 2110.12690), "
             "CPU-sized, in the SLL layout with CPL blocks; 1-Lipschitz up to the last layer",
             lipschitz.cpl_network, width=16, depth=2, dense_width=128, dense_depth=2,
