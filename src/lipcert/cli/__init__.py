@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "lipcert.cli.data_cmd",
     "lipcert.cli.train_cmd",
     "lipcert.cli.attack_cmd",
+    "lipcert.cli.audit_cmd",
     "lipcert.cli.bound_cmd",
     "lipcert.cli.certify_cmd",
     "lipcert.cli.smooth_cmd",

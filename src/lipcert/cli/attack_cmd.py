@@ -1,12 +1,11 @@
-"""``lipcert attack CHECKPOINT`` (robust accuracy table) and ``lipcert audit CHECKPOINT``
-(attacks every certified point inside its certified ball)."""
+"""``lipcert attack CHECKPOINT`` (robust accuracy table); :func:`load_model_and_data` also
+serves ``lipcert audit``."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import sys
-import warnings
 
 import torch
 from torch import nn
@@ -14,18 +13,15 @@ from torch import nn
 from lipcert.cli._common import (
     FIGURE_SUFFIXES,
     add_data_flags,
-    add_plot_flag,
     check_int,
     check_output_file,
     check_radii,
     checkpoint_file,
     resolve_device,
-    run_title,
     write_results,
 )
 from lipcert.errors import BadInputError
-from lipcert.progress import progress_bar
-from lipcert.report import format_table, new_figure, save_figure
+from lipcert.report import format_table
 
 NORMS = {"2": 2.0, "inf": math.inf}
 ATTACKS = ("pgd", "fgsm", "autoattack", "deepfool", "cw")
@@ -66,23 +62,6 @@ def register(subparsers) -> None:
     attack.add_argument("--seed", type=int, default=0, help="seed of the random starts "
                         "(default 0)")
     attack.set_defaults(func=run_attack)
-
-    audit = subparsers.add_parser(
-        "audit", help="try to break every Lipschitz certificate of a checkpoint",
-        description="Certify each point with lipcert.certify.lipschitz_radii, then attack it "
-        "with l2 PGD just inside its certified radius and with the minimal-distance attacks. "
-        "Prints the number of violations (broken certificates: exit status 1) and the "
-        "tightness ratio minimal-adversarial-distance / certified-radius.",
-    )
-    add_data_flags(audit)
-    audit.add_argument("--steps", type=int, default=100, metavar="N",
-                       help="PGD iterations (default 100)")
-    audit.add_argument("--minimal", choices=("best", "deepfool", "cw"), default="best",
-                       help="minimal-distance attack (default best: DeepFool and Carlini-Wagner)")
-    audit.add_argument("--seed", type=int, default=0, help="seed of the random starts "
-                       "(default 0)")
-    add_plot_flag(audit, "a histogram of the tightness ratios")
-    audit.set_defaults(func=run_audit)
 
 
 def load_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -171,60 +150,3 @@ def run_attack(args: argparse.Namespace) -> int:
     if args.json:
         write_results(args, {"checkpoint": args.checkpoint, **result})
     return 0
-
-
-def run_audit(args: argparse.Namespace) -> int:
-    from lipcert.attacks import audit
-    from lipcert.attacks.audit import AuditReport, CertificateViolationWarning
-    from lipcert.bounds import lipschitz_bound
-    from lipcert.certify import lipschitz_radii
-
-    check_int(args, "steps", 0)
-    model, x, y = load_model_and_data(args)
-    bound = lipschitz_bound(model, x[:1])
-    parts = []
-    # Batch by batch, so that the bar moves: each batch is certified, then attacked.
-    with progress_bar(total=len(y), desc="audit", unit="point", enabled=args.progress) as bar:
-        for i in range(0, len(y), args.batch_size):
-            xb, yb = x[i : i + args.batch_size], y[i : i + args.batch_size]
-            radii = lipschitz_radii(model, xb, yb, bound=bound)
-            parts.append(audit(model, xb, yb, radii, pgd_steps=args.steps,
-                               minimal_method=args.minimal, seed=args.seed,
-                               batch_size=args.batch_size, warn=False))
-            bar.update(len(yb))
-    fields = ("radii", "minimal_distances", "pgd_broken", "violating")
-    report = AuditReport(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
-    print(f"Lipschitz bound {float(bound):.4g} ({bound.guarantee}); {report.num_certified} of "
-          f"{len(y)} points certified at a positive radius")
-    print(report)
-    if args.plot:
-        figure = tightness_histogram(report.tightness,
-                                     run_title(args, "certificate tightness", len(y)))
-        print(f"wrote {save_figure(figure, args.plot)}")
-    if args.json:
-        write_results(args, {"checkpoint": args.checkpoint, **report.summary()})
-    if report.violations:
-        warnings.warn(str(report), CertificateViolationWarning, stacklevel=2)
-    report.raise_if_violated()
-    return 0
-
-
-def tightness_histogram(tightness: torch.Tensor, title: str):
-    """Histogram figure of the finite tightness ratios, with the soundness line at 1, under
-    ``title`` (the run) and a subtitle with the count."""
-    fig, ax = new_figure(6, 4)
-    finite = tightness[torch.isfinite(tightness)].double().cpu().numpy()
-    if len(finite):
-        ax.hist(finite, bins=min(40, max(5, len(finite) // 3)), color="tab:blue",
-                label="certified points")
-    else:
-        ax.text(0.5, 0.5, "no certified point was broken by an attack:\nno finite ratio",
-                ha="center", va="center", transform=ax.transAxes)
-    ax.axvline(1.0, color="tab:red", linestyle="--", label="ratio 1 (below: certificate broken)")
-    ax.set_xlim(left=0)
-    ax.set_xlabel("minimal adversarial distance / certified radius")
-    ax.set_ylabel("number of points")
-    ax.set_title(f"{title}\n{len(finite)} certified points with an adversarial example",
-                 fontsize="medium")
-    ax.legend(fontsize="small")
-    return fig
