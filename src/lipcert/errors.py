@@ -77,3 +77,12 @@ def check_labels(y, batch: int, classes: int, device=None):
     if bool(((labels < 0) | (labels >= classes)).any()):
         raise BadInputError(f"labels must lie in [0, {classes}).")
     return labels
+
+
+def error_text(err: BaseException) -> str:
+    """The message of ``err`` without what torch.fx appends to errors raised while it runs a
+    traced graph ("While executing %node ... Original traceback: ...")."""
+    text = str(err)
+    for marker in ("\n\nWhile executing ", "\nWhile executing "):
+        text = text.split(marker)[0]
+    return text.strip()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from lipcert.errors import (
     UnsoundRequestError,
     UnsupportedLayerError,
     check_finite,
+    error_text,
 )
 from lipcert.linalg.result import NormBound
 
@@ -565,6 +567,31 @@ def _probe(example_input: torch.Tensor) -> torch.Tensor:
     return probe.repeat(PROBE_BATCH, *([1] * (probe.dim() - 1)))[:PROBE_BATCH]
 
 
+def _in_caller_terms(message: str, probe: torch.Tensor, example_input: torch.Tensor) -> str:
+    """``message`` with the probe's shape (lipcert traces a batch of ``PROBE_BATCH``) written
+    as the shape of the example the caller passed, and the probe's batch size in the shapes
+    that rules report as ``got (...)`` / ``input_shape (...)`` written as the caller's."""
+    message = message.replace(str(tuple(probe.shape)), str(tuple(example_input.shape)))
+    return re.sub(rf"(got |input_shape )\({len(probe)}, ", rf"\g<1>({len(example_input)}, ",
+                  message)
+
+
+def _model_failure(model: nn.Module, error: Exception, probe: torch.Tensor,
+                   example_input: torch.Tensor) -> str:
+    """One line saying that ``model`` fails on the example, in the words of the failure on
+    the caller's own batch when the model fails there too (so sizes are the caller's)."""
+    shape = tuple(example_input.shape)
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except Exception as own:  # noqa: BLE001 (any failure of the user's model)
+        return (f"{type(model).__name__} fails on the example input of shape {shape}: "
+                f"{type(own).__name__}: {error_text(own)}")
+    return (f"{type(model).__name__} fails on lipcert's probe of the example input (shape "
+            f"{tuple(probe.shape)}, a batch of {len(probe)} drawn from yours, {shape}): "
+            f"{type(error).__name__}: {error_text(error)}")
+
+
 INDEPENDENCE_BATCH = 3  # not the probe's batch size: hard-coded batch sizes show up
 
 
@@ -662,7 +689,13 @@ def lipschitz_bound(model: nn.Module, example_input: torch.Tensor) -> LipschitzR
                 "sample's output depends on the batch; call model.eval() first."
             )
     probe = _probe(example_input)
-    part = _bound_module(model, probe, "", int(example_input.shape[0]))
+    try:
+        part = _bound_module(model, probe, "", int(example_input.shape[0]))
+    except LipcertError as error:
+        error.args = (_in_caller_terms(error_text(error), probe, example_input),)
+        raise
+    except Exception as error:  # the model itself fails on the (probe of the) example
+        raise BadInputError(_model_failure(model, error, probe, example_input)) from error
     _check_per_sample(model, example_input)
     check_finite(part.output, "the model output on the example input")
     # Without a trace, "the logits are the last child's output" was only checked numerically

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import lipcert
 from lipcert.cli._common import add_table_flag
 from lipcert.cli._threads import add_threads_flag, apply_threads
-from lipcert.errors import LipcertError
+from lipcert.errors import LipcertError, error_text
 
 # Modules under lipcert.cli, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -79,15 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lipcert: interrupted", file=sys.stderr)
         return 130
-
-
-def error_text(err: BaseException) -> str:
-    """The message of ``err`` without what torch.fx appends to errors raised while it runs a
-    traced graph ("While executing %node ... Original traceback: ...")."""
-    text = str(err)
-    for marker in ("\n\nWhile executing ", "\nWhile executing "):
-        text = text.split(marker)[0]
-    return text.strip()
 
 
 if __name__ == "__main__":  # pragma: no cover
