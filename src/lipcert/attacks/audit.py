@@ -30,6 +30,7 @@ from lipcert.attacks.common import (
     DATA_RANGE,
     Bounds,
     Model,
+    attack_copy,
     check_batch,
     check_eot,
     per_sample,
@@ -146,7 +147,7 @@ def audit(
     minimal_options: Mapping[str, Any] | None = None,
     seed: int | None = 0,
     clip: Bounds = DATA_RANGE,
-    batch_size: int = 256,
+    batch_size: int = 64,
     warn: bool = True,
     eot: int = 1,
     votes: int = 1,
@@ -165,13 +166,16 @@ def audit(
         minimal_options: keyword arguments of :func:`minimal_l2_distance` (attack budgets
             such as ``cw_steps``, ``cw_binary_search_steps``, ``deepfool_steps``).
         clip: data range; None for no box.
-        batch_size: certified points attacked together (the seed is reused for each batch).
+        batch_size: certified points attacked together (the seed is reused for each batch);
+            64 runs about as fast as 256 on a CPU and keeps the bar moving.
         warn: issue a :class:`CertificateViolationWarning` when a certificate is broken.
         eot, votes: for a randomized model (e.g. certified by
             :func:`lipcert.certify.noise_injection_radii`), noise draws the attacks average
             per step and forward passes each prediction is the majority of.
         progress: show a bar (:func:`lipcert.progress.progress_bar`) over the certified
-            points, moved after each batch of ``batch_size``.
+            points. Within a batch it advances by half the batch when PGD is done (about half
+            of the work) and by the rest when the minimal-distance attacks are, so by at most
+            32 points at a time with the default ``batch_size``.
 
     Returns:
         An :class:`AuditReport`.
@@ -190,6 +194,7 @@ def audit(
     pgd_broken = torch.zeros(count, dtype=torch.bool, device=x.device)
     certified = radii > 0
     chosen = certified.nonzero().flatten()
+    attacker = attack_copy(model, x[chosen[:batch_size]])
     bar = progress_bar(total=len(chosen), desc="audit", unit="point", enabled=progress)
     for start in range(0, len(chosen), batch_size):
         index = chosen[start : start + batch_size]
@@ -197,17 +202,18 @@ def audit(
         eps = (budget * rc).to(x.dtype)
         with warned_once():
             x_adv = pgd(
-                model, xc, yc, eps, norm=2, steps=pgd_steps, restarts=restarts, seed=seed,
+                attacker, xc, yc, eps, norm=2, steps=pgd_steps, restarts=restarts, seed=seed,
                 clip=clip, eot=eot,
             )
             pgd_distance = verified_distance(model, xc, yc, x_adv, clip, votes)
             pgd_broken[index] = pgd_distance < rc
+            bar.update(len(index) // 2)
             minimal = minimal_l2_distance(
                 model, xc, yc, method=minimal_method, clip=clip, eot=eot, votes=votes,
-                **(minimal_options or {})
+                attack_model=attacker, **(minimal_options or {})
             )
         distances[index] = torch.minimum(minimal, pgd_distance)
-        bar.update(len(index))
+        bar.update(len(index) - len(index) // 2)
     bar.close()
     violating = pgd_broken | (certified & (distances < radii))
     report = AuditReport(

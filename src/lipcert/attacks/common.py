@@ -213,6 +213,26 @@ def predict(model: Model, x: Tensor, votes: int = 1, labels: Tensor | None = Non
         return counts.argmax(dim=1)
 
 
+def attack_copy(model: Model, x: Tensor) -> Model:
+    """A faster model to attack in place of ``model``: its plain-torch copy
+    (:func:`lipcert.layers.to_vanilla`, whose layers do not recompute their normalized weights
+    on every call) when that copy returns bit for bit the logits of ``model`` on ``x``;
+    ``model`` itself otherwise (not a module, randomized, or any difference). Callers still
+    verify every adversarial point on ``model``."""
+    from lipcert.errors import LipcertError
+    from lipcert.layers import to_vanilla
+
+    if not isinstance(model, torch.nn.Module) or is_randomized(model) or not len(x):
+        return model
+    try:
+        copy = to_vanilla(model, (1, *x.shape[1:]))
+        with torch.no_grad():
+            same = torch.equal(copy(x), model(x))
+    except (LipcertError, RuntimeError, TypeError):
+        return model
+    return copy if same else model
+
+
 def generator_for(x: Tensor, seed: int | None) -> torch.Generator | None:
     """A generator on ``x``'s device seeded with ``seed``; None (global RNG) without a seed."""
     if seed is None:

@@ -59,6 +59,7 @@ def minimal_l2_distance(
     bisection_steps: int = 16,
     eot: int = 1,
     votes: int = 1,
+    attack_model: Model | None = None,
 ) -> Tensor:
     """Per-sample smallest verified l2 perturbation that changes the prediction away from ``y``.
 
@@ -89,6 +90,9 @@ def minimal_l2_distance(
         eot: noise draws averaged by the attacks at every step (randomized models).
         votes: predictions are the majority over this many forward passes (fresh noise in
             each); use > 1 for a randomized model, whose single forward is a coin toss.
+        attack_model: the model the attacks and the bisection run on, e.g. a faster copy of
+            ``model`` (:func:`lipcert.attacks.common.attack_copy`); None: ``model``. Every
+            distance returned is still verified on ``model``.
 
     Returns:
         Distances (N,) in float64 (measured between the float64 copies of ``x`` and of the
@@ -103,30 +107,31 @@ def minimal_l2_distance(
     distance = torch.full((x.shape[0],), math.inf, dtype=torch.float64, device=x.device)
     if x.shape[0] == 0:
         return distance
-    verify = functools.partial(_verified, model, x, y, clip=clip, steps=bisection_steps,
-                               votes=votes)
+    attacker = model if attack_model is None else attack_model
+    verify = functools.partial(_verified, model, attacker, x, y, clip=clip,
+                               steps=bisection_steps, votes=votes)
     with warned_once():
         if method in ("deepfool", "best", "deepfool+cw"):
-            point, distance = verify(deepfool(model, x, steps=deepfool_steps, clip=clip,
+            point, distance = verify(deepfool(attacker, x, steps=deepfool_steps, clip=clip,
                                               eot=eot))
         if method == "deepfool+cw":
-            distance = _refine(model, x, y, point, distance, verify, clip=clip, eot=eot,
+            distance = _refine(attacker, x, y, point, distance, verify, clip=clip, eot=eot,
                                steps=cw_steps or REFINE_STEPS,
                                searches=cw_binary_search_steps or REFINE_SEARCHES)
         elif method in ("cw", "best"):
             proposal = carlini_wagner_l2(
-                model, x, y, steps=cw_steps or CW_STEPS,
+                attacker, x, y, steps=cw_steps or CW_STEPS,
                 binary_search_steps=cw_binary_search_steps or CW_SEARCHES, clip=clip, eot=eot,
             )
             distance = torch.minimum(distance, verify(proposal)[1])
     return torch.where(predict(model, x, votes) != y, torch.zeros_like(distance), distance)
 
 
-def _verified(model: Model, x: Tensor, y: Tensor, proposal: Tensor, *, clip: Bounds,
-              steps: int, votes: int) -> tuple[Tensor, Tensor]:
-    """``proposal`` shrunk towards ``x`` (:func:`shrink_to_boundary`) and its
-    :func:`verified_distance`."""
-    point = shrink_to_boundary(model, x, y, proposal, clip=clip, steps=steps, votes=votes)
+def _verified(model: Model, attacker: Model, x: Tensor, y: Tensor, proposal: Tensor, *,
+              clip: Bounds, steps: int, votes: int) -> tuple[Tensor, Tensor]:
+    """``proposal`` shrunk towards ``x`` on ``attacker`` (:func:`shrink_to_boundary`) and its
+    :func:`verified_distance` on ``model``."""
+    point = shrink_to_boundary(attacker, x, y, proposal, clip=clip, steps=steps, votes=votes)
     return point, verified_distance(model, x, y, point, clip, votes)
 
 

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         "Prints the number of violations (broken certificates: exit status 1) and the "
         "tightness ratio minimal-adversarial-distance / certified-radius.",
     )
-    add_data_flags(audit)
+    add_data_flags(audit, batch_size=64)
     audit.add_argument("--steps", type=int, default=100, metavar="N",
                        help="PGD iterations (default 100)")
     audit.add_argument("--minimal", choices=METHODS, default="deepfool+cw",
