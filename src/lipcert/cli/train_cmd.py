@@ -36,7 +36,8 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("seed", int, "seed of the initialization and of the data order"),
     ("width", int, "override the recipe's width"),
     ("depth", int, "override the recipe's depth"),
-    ("offset", float, "margin-ce logit offset (default sqrt(2) * eps)"),
+    ("offset", float, "margin-ce logit offset (default 2 sqrt(2) * eps: the margin for radius 2 "
+     "eps, chosen on a validation split)"),
     ("temperature", float, "margin-ce temperature"),
     ("margin", float, "hinge / hkr margin (default sqrt(2) * eps)"),
     ("alpha", float, "hkr weight of the hinge term, in [0, 1]"),
@@ -105,14 +106,14 @@ def register(subparsers) -> None:
 
     demo = subparsers.add_parser(
         "demo", help="train and certify a small 1-Lipschitz network (under a minute idle)",
-        description="Train the sll-s recipe on the embedded mnist-5k, print the Lipschitz "
+        description="Train the sll-m recipe on the embedded mnist-5k, print the Lipschitz "
         "bracket [lower, upper] and the certified accuracy at l2 radii 0.5, 1.0, 1.58, and "
         "write the certified-accuracy curve as a PNG.",
     )
     demo.add_argument("--out", default="demo-out", metavar="FOLDER",
                       help="output folder (default demo-out)")
     demo.add_argument("--epochs", type=int, default=None, metavar="N",
-                      help="epochs (default 40; 1 with --quick)")
+                      help="epochs (default 25; 1 with --quick)")
     demo.add_argument("--quick", action="store_true",
                       help="a seconds-long smoke run (narrow network, 512 training images)")
     demo.add_argument("--seed", type=int, default=0,
