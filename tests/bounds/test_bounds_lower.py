@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from bounds_oracles import jacobian_norms
@@ -47,3 +49,17 @@ def test_bad_arguments():
         lipschitz_lower_bound(nn.Linear(2, 2), torch.randn(3, 2), steps=0)
     with pytest.raises(BadInputError, match="eval"):
         lipschitz_lower_bound(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), torch.randn(3, 2))
+
+
+def test_lower_bound_carries_its_guarantee_and_reads_as_a_float():
+    from lipcert.bounds import LowerBound
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 3)).double()
+    lower = lipschitz_lower_bound(model, torch.randn(4, 5, dtype=torch.float64), steps=30)
+    exact = float(torch.linalg.matrix_norm(model[0].weight, ord=2))
+    assert isinstance(lower, LowerBound) and isinstance(lower, float)
+    assert lower.guarantee == "lower" and lower.steps == 30 and "ascent" in lower.method
+    assert lower <= exact * (1 + 1e-9) and lower == pytest.approx(exact, rel=1e-6)
+    assert "guarantee='lower'" in repr(lower)
+    assert json.loads(json.dumps({"lower": lower}))["lower"] == float(lower)

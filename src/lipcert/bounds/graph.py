@@ -159,9 +159,35 @@ class _BoundInterpreter(fx.Interpreter):
         self.running[node] = step.running
         self.steps[node] = step
         name = node.target if node.op == "call_module" else node.name
-        self.records.append(LayerBound(f"{self.prefix}{name}", kind, float(step.local.detach()),
-                                       step.guarantee, step.method,
-                                       float(step.running.detach())))
+        local, method = float(step.local.detach()), step.method
+        if step.combine:
+            local, method = self._join_factor(node, step)
+        self.records.append(LayerBound(f"{self.prefix}{name}", kind, local, step.guarantee,
+                                       method, float(step.running.detach())))
+
+    def _join_factor(self, node: fx.Node, step: Step) -> tuple[float, str]:
+        """For a node joining several input-dependent operands (``+``, ``cat``): its bound
+        relative to the nearest node every operand depends on (the fork of a residual block,
+        so ``x + f(x)`` reads ``1 + ||f||``), and the method naming that node."""
+        operands = [n for n in node.all_input_nodes if n in self.running]
+        shared = set.intersection(*(self._ancestors(n) for n in operands))
+        order = {n: i for i, n in enumerate(self.module.graph.nodes)}
+        fork = max(shared, key=order.__getitem__)
+        before = float(self.running[fork].detach())
+        after = float(step.running.detach())
+        factor = after / before if before > 0 else 0.0
+        where = "the input" if fork.op == "placeholder" else repr(f"{self.prefix}{fork.name}")
+        return factor, f"{step.method}, over {where}"
+
+    def _ancestors(self, node: fx.Node) -> set[fx.Node]:
+        """``node`` and every input-dependent node it is computed from."""
+        seen, todo = set(), [node]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo += [n for n in current.all_input_nodes if n in self.running]
+        return seen
 
     def _overwrite(self, node: fx.Node, args: tuple, bound: torch.Tensor) -> None:
         """The op at ``node`` overwrote its first argument with its output (bound ``bound``).

@@ -8,6 +8,30 @@ from torch.func import jvp
 
 from lipcert.errors import BadInputError, check_finite
 
+LOWER_METHOD = "gradient-norm ascent"
+
+
+class LowerBound(float):
+    """A lower bound of a Lipschitz constant: a ``float`` (so it compares and formats as one)
+    that carries its guarantee, like :class:`lipcert.linalg.NormBound` does for upper bounds.
+
+    ``guarantee`` is ``"lower"``: the value is attained, ``||J(x) v|| / ||v||`` at a point the
+    search visited (up to the float rounding of that product), so the true constant is never
+    below it where the model is differentiable at that point. ``method`` names the search and
+    ``steps`` its length.
+    """
+
+    guarantee = "lower"
+
+    def __new__(cls, value: float, method: str = LOWER_METHOD, steps: int = 0) -> LowerBound:
+        bound = super().__new__(cls, value)
+        bound.method, bound.steps = method, steps
+        return bound
+
+    def __repr__(self) -> str:
+        return (f"LowerBound({float(self)!r}, guarantee='lower', method={self.method!r}, "
+                f"steps={self.steps})")
+
 
 def _unit(t: torch.Tensor) -> torch.Tensor:
     """Each sample of ``t`` scaled to unit l2 norm."""
@@ -17,7 +41,7 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
 
 @torch.enable_grad()
 def lipschitz_lower_bound(model: nn.Module, inputs: torch.Tensor, steps: int = 50,
-                          seed: int = 0, step_size: float | None = None) -> float:
+                          seed: int = 0, step_size: float | None = None) -> LowerBound:
     """The largest ||J(x) v|| (||v|| = 1) found by ascent over inputs x and directions v.
 
     Each sample of ``inputs`` starts one search: ``v`` follows power iteration
@@ -26,7 +50,8 @@ def lipschitz_lower_bound(model: nn.Module, inputs: torch.Tensor, steps: int = 5
     vanishes, as in the linear regions of ReLU networks). The returned number is
     ||J(x) v|| / ||v|| evaluated at one of the visited points, so it is attained: a true lower
     bound of the l2 Lipschitz constant wherever the model is differentiable at that point
-    (almost everywhere).
+    (almost everywhere). Returned as a :class:`LowerBound` (a float with ``guarantee
+    "lower"``), so it reads beside the upper bound of :func:`lipschitz_bound`.
 
     Args:
         model: maps a batch (N, ...) to a batch of outputs (N, ...), sample by sample.
@@ -73,4 +98,4 @@ def lipschitz_lower_bound(model: nn.Module, inputs: torch.Tensor, steps: int = 5
         x = (x + step_size * _unit(direction)).detach()
         stalled = grad_v.flatten(1).norm(dim=1) == 0
         v = _unit(torch.where(stalled.view(-1, *([1] * (v.dim() - 1))), noise(), grad_v)).detach()
-    return best
+    return LowerBound(best, LOWER_METHOD, steps)

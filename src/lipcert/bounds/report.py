@@ -52,7 +52,10 @@ class LayerBound:
     Attributes:
         name: the graph node (module path for modules, function name otherwise).
         kind: module class or function name.
-        bound: the Lipschitz bound of this step alone (for ``+``/``cat``, the combined value).
+        bound: the Lipschitz bound of this step alone; for a node joining several operands
+            (``+``, ``cat``), the running bound here over the running bound at the nearest
+            node all operands depend on (the fork of a residual block: ``x + f(x)`` reads
+            ``1 + ||f||``), which ``method`` names.
         guarantee: ``"exact"`` or ``"upper"`` for this step alone.
         method: how ``bound`` was obtained.
         running: bound from the model input to this node's output (product along the path,

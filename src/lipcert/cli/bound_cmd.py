@@ -147,7 +147,8 @@ def run_bound(args: argparse.Namespace) -> int:
     print(report)
     rows = [["upper", float(report), report.guarantee, f"{upper_seconds:.3f}"]]
     if lower is not None:
-        rows.append(["lower", lower, "attained", f"{lower_seconds:.3f}"])
+        rows.append(["lower", float(lower), f"{lower.guarantee} (attained, {lower.method})",
+                     f"{lower_seconds:.3f}"])
         rows.append(["upper / lower", float(report) / lower if lower > 0 else float("inf"), "",
                      ""])
     print()

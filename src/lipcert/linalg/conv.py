@@ -152,7 +152,9 @@ def _run_method(
     if method == "exact":
         check_options(method, options, ())
         value = frequency_svd_norm(kernel, geometry)
-        return NormBound(value, _frequency_guarantee(geometry), "exact")
+        # name what was computed: the circular operator's exact norm bounds a zero-padded one
+        label = "frequency svd" if geometry.exact else "frequency svd, circular embedding"
+        return NormBound(value, _frequency_guarantee(geometry), label)
     if method == "gram":
         check_options(method, options, ("n_iter",))
         n_iter = check_iterations(options.get("n_iter", DEFAULT_CONV_GRAM_ITERATIONS))

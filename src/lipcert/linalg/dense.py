@@ -67,7 +67,7 @@ def _dense_method(weight: torch.Tensor, method: str, options: dict) -> NormBound
     """:func:`dense_norm` on a weight whose largest entry is in ``[0.5, 1)``."""
     if method == "exact":
         check_options(method, options, ())
-        return NormBound(torch.linalg.matrix_norm(weight, ord=2), "exact", "exact")
+        return NormBound(torch.linalg.matrix_norm(weight, ord=2), "exact", "svd")
     if method == "gram":
         check_options(method, options, ("n_iter",))
         n_iter = check_iterations(options.get("n_iter", DEFAULT_GRAM_ITERATIONS))

@@ -1,5 +1,6 @@
-"""Errors of lipschitz_bound speak of the caller's input: its shape and batch size, not those
-of the probe batch lipcert traces with, and in one line (no torch.fx node dump)."""
+"""What lipschitz_bound tells the caller: errors in terms of the caller's input (its shape and
+batch size, not the probe batch lipcert traces with) and in one line (no torch.fx node dump);
+table rows whose bound and method say what each node contributes."""
 
 from __future__ import annotations
 
@@ -61,3 +62,37 @@ def test_fx_context_is_stripped_from_lipcert_errors():
     with pytest.raises(BadInputError) as caught:
         lipschitz_bound(model, torch.rand(5, 3))
     assert str(caught.value) == "Picky: no."
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem, self.branch, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return self.head(h + self.branch(torch.relu(h)))
+
+
+def test_a_residual_add_row_shows_its_own_factor_not_the_running_product():
+    model = Residual().double()
+    report = lipschitz_bound(model, torch.rand(3, 4, dtype=torch.float64))
+    rows = {row.name: row for row in report.layers}
+    branch = float(torch.linalg.matrix_norm(model.branch.weight, ord=2))
+    stem = float(torch.linalg.matrix_norm(model.stem.weight, ord=2))
+    add = rows["add"]
+    assert add.bound == pytest.approx(1 + branch, rel=1e-9)  # over the fork 'stem'
+    assert add.running == pytest.approx(stem * (1 + branch), rel=1e-9)
+    assert "over 'stem'" in add.method
+
+
+def test_table_methods_name_what_they_compute():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 36, 3))
+    report = lipschitz_bound(model, torch.rand(2, 1, 6, 6))
+    conv, _, linear = report.layers
+    assert (conv.guarantee, conv.method) == ("upper", "frequency svd, circular embedding")
+    assert (linear.guarantee, linear.method) == ("exact", "svd")
+    circular = nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular")
+    row = lipschitz_bound(nn.Sequential(circular), torch.rand(2, 1, 6, 6)).layers[0]
+    assert (row.guarantee, row.method) == ("exact", "frequency svd")
