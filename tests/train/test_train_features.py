@@ -101,8 +101,10 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
 
     from lipcert.train.tensorboard import open_writer
 
+    from lipcert.errors import MissingDependencyError
+
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(BadInputError, match="pip install tensorboard"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'lipcert\[tensorboard\]'"):
         open_writer(tmp_path)
 
 

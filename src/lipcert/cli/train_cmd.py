@@ -98,6 +98,13 @@ def register(subparsers) -> None:
     parser.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
                         help="also log every epoch for TensorBoard in OUT/tensorboard (pip "
                         "install tensorboard); log.jsonl is always written")
+    parser.add_argument("--normalize", action="store_true", default=argparse.SUPPRESS,
+                        help="put a per-channel mean/std normalization inside the model, "
+                        "fitted on the training images: the model still takes images in "
+                        "[0, 1], so certificates stay in input units. Its bound includes "
+                        "1 / min std (about 3 on MNIST): margin-ce's offset is in logit units, "
+                        "so a 1-Lipschitz recipe certifies radii about 3x smaller; the lmt "
+                        "losses account for it")
     parser.add_argument("--no-certify", dest="certify", action="store_false",
                         default=argparse.SUPPRESS, help="skip certified accuracy (any model)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",

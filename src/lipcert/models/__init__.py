@@ -15,7 +15,9 @@ lists the names and :func:`describe` says what each builds:
   :mod:`lipcert.models.structured`.
 
 Every recipe takes ``in_channels``, ``image_size``, ``num_classes`` (defaults 1, 28, 10 for
-MNIST), ``width`` and ``depth``; the convolutional ones also ``dense_width`` and ``dense_depth``.
+MNIST), ``width`` and ``depth``; the convolutional ones also ``dense_width`` and ``dense_depth``;
+and ``normalize="channels"`` puts a per-channel input normalization inside the model
+(:func:`fit_input_normalization` sets it from the training images).
 
 ``save(model, path)`` writes ``path`` (safetensors weights) and a JSON spec beside it;
 ``load(path)`` rebuilds the recipe and fills it; ``read_spec(path)`` returns the spec (recipe,
@@ -23,14 +25,25 @@ arguments, data set, normalization...). See :mod:`lipcert.models.checkpoint` for
 """
 
 from lipcert.models.checkpoint import load, read_spec, save, spec_path
-from lipcert.models.registry import RECIPES, Recipe, build, default_args, describe, get_recipe
+from lipcert.models.registry import (
+    NORMALIZE_CHOICES,
+    RECIPES,
+    Recipe,
+    build,
+    default_args,
+    describe,
+    fit_input_normalization,
+    get_recipe,
+)
 
 __all__ = [
+    "NORMALIZE_CHOICES",
     "RECIPES",
     "Recipe",
     "build",
     "default_args",
     "describe",
+    "fit_input_normalization",
     "get_recipe",
     "load",
     "read_spec",

@@ -102,6 +102,9 @@ _REGISTRY: dict[str, Recipe] = {
 RECIPES: tuple[str, ...] = tuple(_REGISTRY)
 """Names accepted by :func:`build`."""
 
+NORMALIZE_CHOICES: tuple[str, ...] = ("none", "channels")
+"""Values of the ``normalize`` argument every recipe takes (see :func:`build`)."""
+
 
 def get_recipe(name: str) -> Recipe:
     """The :class:`Recipe` called ``name``; :class:`BadInputError` listing the names if unknown."""
@@ -129,6 +132,11 @@ def resolve_args(name: str, overrides: Mapping[str, Any]) -> dict[str, int]:
     takes) or a value that is not a positive integer.
     """
     recipe = get_recipe(name)
+    normalize = overrides.get("normalize", "none")
+    if normalize not in NORMALIZE_CHOICES:
+        raise BadInputError(f"recipe {name!r}: normalize must be one of "
+                            f"{', '.join(NORMALIZE_CHOICES)}, got {normalize!r}.")
+    overrides = {key: value for key, value in overrides.items() if key != "normalize"}
     unknown = sorted(set(overrides) - set(recipe.defaults))
     if unknown:
         raise BadInputError(
@@ -147,6 +155,8 @@ def resolve_args(name: str, overrides: Mapping[str, Any]) -> dict[str, int]:
             raise BadInputError(
                 f"recipe {name!r}: {key} must be a positive integer, got {value!r}."
             )
+    if normalize != "none":  # recorded only when used: specs without it stay as they were
+        args["normalize"] = normalize
     return args
 
 
@@ -160,13 +170,57 @@ def build(name: str, *, seed: int | None = None, **overrides: int) -> nn.Module:
     seed without touching the global generator; it is in training mode, on the CPU, in float32,
     and records its recipe in ``model.lipcert_spec = {"recipe": name, "args": {...all
     resolved arguments...}}`` so :func:`lipcert.models.save` can write it.
+
+    ``normalize="channels"`` (any recipe) puts a per-channel :class:`lipcert.bounds.Normalize`
+    first, initialized to the identity (mean 0, std 1): set it from the training images with
+    :func:`fit_input_normalization`. The model then takes raw images in [0, 1], so its
+    certificates and attacks stay in input units; its mean and std are buffers, saved and
+    checked with the weights. Its Lipschitz bound includes the factor ``1 / min(std)``.
     """
     args = resolve_args(name, overrides)
+    sizes = {key: value for key, value in args.items() if key != "normalize"}
     if seed is None:
-        model = get_recipe(name).builder(**args)
+        model = get_recipe(name).builder(**sizes)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = get_recipe(name).builder(**args)
+            model = get_recipe(name).builder(**sizes)
+    if args.get("normalize") == "channels":
+        model = _with_input_normalization(model, args["in_channels"])
     setattr(model, SPEC_ATTRIBUTE, {"recipe": name, "args": dict(args)})
     return model
+
+
+def _with_input_normalization(model: nn.Module, channels: int) -> nn.Sequential:
+    from lipcert.bounds.normalize import Normalize
+
+    layers = list(model) if isinstance(model, nn.Sequential) else [model]
+    return nn.Sequential(Normalize(torch.zeros(channels), torch.ones(channels)), *layers)
+
+
+def fit_input_normalization(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set the input normalization of a recipe built with ``normalize="channels"`` to the
+    per-channel mean and (population) standard deviation of ``images`` (N, C, ...), computed
+    in float64; returns that :class:`lipcert.bounds.Normalize` layer. A constant channel
+    (std below 1e-6) is an error: dividing by it would make the model's Lipschitz constant,
+    and so its certificates, meaningless."""
+    from lipcert.bounds.normalize import Normalize
+
+    first = model[0] if isinstance(model, nn.Sequential) and len(model) else None
+    if not isinstance(first, Normalize):
+        raise BadInputError("the model has no input normalization to fit; build it with "
+                            "lipcert.models.build(name, normalize='channels').")
+    if not torch.is_tensor(images) or images.dim() < 2 or images.shape[1] != first.mean.numel():
+        raise BadInputError(f"images must be a batch (N, {first.mean.numel()}, ...) with one "
+                            f"channel per normalized value, got "
+                            f"{tuple(getattr(images, 'shape', ()))}.")
+    dims = [0, *range(2, images.dim())]
+    values = images.detach().to(torch.float64)
+    mean, std = values.mean(dims), values.std(dims, correction=0)
+    if bool((std < 1e-6).any()):
+        raise BadInputError(f"channel(s) {(std < 1e-6).nonzero().flatten().tolist()} of the "
+                            "images are constant; they cannot be normalized.")
+    with torch.no_grad():
+        first.mean.copy_(mean)
+        first.std.copy_(std)
+    return first

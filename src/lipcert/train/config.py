@@ -17,7 +17,9 @@ class TrainConfig:
     """Settings of ``lipcert train``; field names are the TOML keys (dashes also accepted).
 
     Model: ``model`` (a recipe of :func:`lipcert.models.build`), ``width``/``depth``
-    (recipe overrides, None keeps the recipe's). Data: ``data`` (a :func:`lipcert.data.load`
+    (recipe overrides, None keeps the recipe's), ``normalize`` (a per-channel mean/std
+    normalization inside the model, fitted on the training images, so certificates stay in
+    input units). Data: ``data`` (a :func:`lipcert.data.load`
     name), ``data_root`` (folder for local sets). Loss: ``loss`` (a name of
     :data:`lipcert.losses.LOSSES`), ``eps`` (target l2 radius, images in [0, 1]), and the
     loss knobs ``offset``, ``temperature``, ``margin``, ``alpha``, ``ramp_epochs``,
@@ -70,6 +72,7 @@ class TrainConfig:
     val_fraction: float | None = None
     tensorboard: bool = False
     eval_every: int = 1
+    normalize: bool = False
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:

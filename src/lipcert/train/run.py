@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lipcert import data as datasets
+from lipcert.errors import BadInputError
 from lipcert.losses import build_loss
 from lipcert.train.config import TrainConfig
 from lipcert.train.loop import TrainResult, train
@@ -18,6 +19,8 @@ def build_model_for(config: TrainConfig) -> torch.nn.Module:
     sizes = {"in_channels": channels, "image_size": height, "num_classes": meta.num_classes}
     sizes.update({k: v for k, v in (("width", config.width), ("depth", config.depth),
                                     ("noise", config.noise_layer)) if v is not None})
+    if config.normalize:
+        sizes["normalize"] = "channels"
     from lipcert.models import build
 
     torch.manual_seed(config.seed)
@@ -46,6 +49,13 @@ def train_from_config(
         test_data = datasets.load(config.data, "test", root=config.data_root)
     if model is None:
         model = build_model_for(config)
+        if config.normalize:  # statistics of the images it trains on (never of the test split)
+            from lipcert.models import fit_input_normalization
+
+            fit_input_normalization(model, train_data.tensors[0])
+    elif config.normalize:
+        raise BadInputError("normalize applies to recipe models; put the normalization inside "
+                            "your factory's model (lipcert.bounds.Normalize).")
     loss = build_loss(
         config.loss, eps=config.eps, offset=config.offset, temperature=config.temperature,
         margin=config.margin, alpha=config.alpha, ramp_epochs=config.ramp_epochs,
