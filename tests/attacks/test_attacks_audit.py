@@ -1,3 +1,4 @@
+import importlib
 import math
 import warnings
 
@@ -123,3 +124,114 @@ def test_audit_of_a_trained_lipcert_model_with_lipschitz_radii_finds_no_violatio
     with pytest.warns(CertificateViolationWarning):
         wrong = audit(model, x, y, 3 * radii, pgd_steps=20, minimal_method="deepfool")
     assert wrong.violations > 0
+
+
+def sll_case(count=64):
+    from attack_oracles import trained_sll
+
+    from lipcert import data
+    from lipcert.certify import lipschitz_radii
+
+    model = trained_sll()
+    x, y = data.load("digits", "test").tensors
+    x, y = x[:count], y[:count]
+    return model, x, y, lipschitz_radii(model, x, y)
+
+
+class RecordingBar:
+    """Stands in for lipcert.progress.progress_bar: records every update."""
+
+    def __init__(self, **options):
+        self.options, self.updates, self.closed = options, [], False
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+
+def recording_bars(monkeypatch):
+    audit_module = importlib.import_module("lipcert.attacks.audit")  # the name is the function
+
+    bars = []
+
+    def make(**options):
+        bars.append(RecordingBar(**options))
+        return bars[-1]
+
+    monkeypatch.setattr(audit_module, "progress_bar", make)
+    return bars
+
+
+def test_progress_moves_at_least_every_32_points(monkeypatch):
+    bars = recording_bars(monkeypatch)
+    model, x, y, distance = linear_case(count=150)
+    radii = 0.9 * distance
+    radii[:7] = 0  # not certified: not attacked, not counted
+    report = audit(model, x, y, radii, progress=True, **FAST)
+    (bar,) = bars
+    assert bar.options["enabled"] and bar.options["total"] == 143 == report.num_certified
+    assert bar.closed and sum(bar.updates) == 143
+    assert max(bar.updates) <= 32 and min(bar.updates) >= 1
+    audit(model, x, y, radii, **FAST)
+    assert not bars[1].options["enabled"]  # progress=False by default
+
+
+def test_the_fast_default_matches_the_exhaustive_search_on_an_sll_network():
+    """deepfool+cw (the default) against the 9-round Carlini-Wagner search from x ("best",
+    the default before): median tightness within 5%, and never above DeepFool's alone."""
+    model, x, y, radii = sll_case()
+    fast = audit(model, x, y, radii, pgd_steps=20)
+    exhaustive = audit(model, x, y, radii, pgd_steps=20, minimal_method="best", batch_size=256)
+    deepfool_only = audit(model, x, y, radii, pgd_steps=20, minimal_method="deepfool")
+    assert fast.violations == exhaustive.violations == 0
+    assert fast.num_certified >= 16
+    ratio = fast.tightness.median() / exhaustive.tightness.median()
+    assert 0.95 <= ratio <= 1.05
+    assert (fast.minimal_distances[fast.certified]
+            <= deepfool_only.minimal_distances[fast.certified]).all()
+    assert (fast.tightness >= 1).all()
+
+
+@pytest.mark.parametrize("factor", [1.3, 3.0])
+def test_the_fast_default_finds_the_violations_of_the_exhaustive_search(factor):
+    model, x, y, radii = sll_case()
+    with pytest.warns(CertificateViolationWarning):
+        fast = audit(model, x, y, factor * radii, pgd_steps=20)
+    with pytest.warns(CertificateViolationWarning):
+        exhaustive = audit(model, x, y, factor * radii, pgd_steps=20, minimal_method="best")
+    assert fast.violations > 0
+    assert set(exhaustive.violating_indices.tolist()) <= set(fast.violating_indices.tolist())
+
+
+def test_the_attacks_run_on_a_copy_but_every_distance_is_verified_on_the_model(monkeypatch):
+    """A copy that disagrees with the model (a wrong export) cannot produce a violation:
+    the points its attacks find are checked on the model itself."""
+    audit_module = importlib.import_module("lipcert.attacks.audit")  # the name is the function
+
+    model, x, y, distance = linear_case(seed=15)
+    flipped = linear_model(8, 4, seed=99)  # another classifier: its adversarials are bogus
+    monkeypatch.setattr(audit_module, "attack_copy", lambda model, x: flipped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CertificateViolationWarning)
+        report = audit(model, x, y, 0.99 * distance, pgd_steps=20, clip=None)
+    assert report.violations == 0
+    assert (report.tightness[torch.isfinite(report.tightness)] >= 1).all()
+
+
+def test_attack_copy_is_bit_identical_or_the_model_itself():
+    from attack_oracles import trained_sll
+
+    from lipcert import data
+    from lipcert.attacks.common import attack_copy
+
+    model = trained_sll()
+    x = data.load("digits", "test").tensors[0][:16]
+    copy = attack_copy(model, x)
+    assert copy is not model
+    with torch.no_grad():
+        assert torch.equal(copy(x), model(x))
+    plain = linear_model(8, 4, seed=0)
+    assert attack_copy(plain, points(4, 8, seed=0)) is not plain  # a deep copy, same logits
+    assert attack_copy(lambda t: t, x) is not None

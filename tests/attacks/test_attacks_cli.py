@@ -63,6 +63,34 @@ def test_audit_exits_with_an_error_on_a_broken_certificate(checkpoint, capsys, m
     assert "BROKEN CERTIFICATES" in capsys.readouterr().err
 
 
+def test_audit_progress_is_the_python_bar_and_moves_every_32_points(checkpoint, monkeypatch,
+                                                                      capsys):
+    import importlib
+
+    audit_module = importlib.import_module("lipcert.attacks.audit")
+    updates, bars = [], []
+
+    class Bar:
+        def __init__(self, **options):
+            bars.append(options)
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(audit_module, "progress_bar", lambda **options: Bar(**options))
+    assert main(["audit", str(checkpoint), "--steps", "5", "--limit", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "violations: 0" in text
+    (options,) = bars  # one bar: the audit's own
+    assert options["enabled"] and sum(updates) == options["total"] > 32
+    assert max(updates) <= 32
+    assert main(["audit", str(checkpoint), "--steps", "5", "--limit", "8", "--no-progress"]) == 0
+    assert not bars[1]["enabled"]
+
+
 def test_attack_rejects_a_bad_limit(checkpoint, capsys):
     assert main(["attack", str(checkpoint), "--eps", "0.1", "--limit", "0"]) == 1
     assert "--limit" in capsys.readouterr().err

@@ -75,7 +75,7 @@ def test_minimal_distance_is_an_upper_bound_of_the_certified_radius_of_an_mlp():
     x = box_points(32, 8, seed=3)
     y = predictions(model, x)
     radii = mlp_radii(model, x, y)
-    for method in ("deepfool", "cw", "best"):
+    for method in ("deepfool", "cw", "best", "deepfool+cw"):
         found = minimal_l2_distance(model, x, y, method=method, cw_steps=30,
                                     cw_binary_search_steps=4)
         assert (found >= radii).all()
@@ -97,16 +97,79 @@ def test_minimal_distance_counts_only_verified_points_in_the_data_range():
     assert torch.isinf(minimal_l2_distance(constant, x, labels)).all()
 
 
-def test_minimal_distance_batched_equals_per_sample():
+@pytest.mark.parametrize("method", ["best", "deepfool+cw"])
+def test_minimal_distance_batched_equals_per_sample(method):
+    # samples leave the DeepFool and Carlini-Wagner batches at different steps
     model = mlp(6, 16, 3, seed=6)
     x = box_points(6, 6, seed=6)
     y = predictions(model, x)
-    batched = minimal_l2_distance(model, x, y, cw_steps=10, cw_binary_search_steps=2)
+    batched = minimal_l2_distance(model, x, y, method, cw_steps=10, cw_binary_search_steps=2)
     single = torch.cat([
-        minimal_l2_distance(model, x[i : i + 1], y[i : i + 1], cw_steps=10,
+        minimal_l2_distance(model, x[i : i + 1], y[i : i + 1], method, cw_steps=10,
                             cw_binary_search_steps=2) for i in range(6)
     ])
     torch.testing.assert_close(batched, single, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_deepfool_then_carlini_wagner_is_exact_on_a_linear_classifier_and_below_deepfool(
+        classes):
+    model = linear_model(10, classes, seed=10 + classes)
+    x = points(24, 10, seed=7)
+    y = predictions(model, x)
+    distance = linear_distance(model, x, y)
+    refined = minimal_l2_distance(model, x, y, "deepfool+cw", clip=None)
+    alone = minimal_l2_distance(model, x, y, "deepfool", clip=None)
+    assert (refined >= distance * (1 - 1e-9)).all()
+    assert (refined <= alone).all()
+    torch.testing.assert_close(refined, distance, rtol=0.01, atol=0)
+
+
+def test_deepfool_then_carlini_wagner_beats_deepfool_on_a_curved_boundary():
+    # an MLP's boundary is piecewise linear: DeepFool's overshoot and its path leave room
+    model = mlp(8, 64, 4, seed=8)
+    x = box_points(48, 8, seed=8)
+    y = predictions(model, x)
+    refined = minimal_l2_distance(model, x, y, "deepfool+cw")
+    alone = minimal_l2_distance(model, x, y, "deepfool")
+    finite = torch.isfinite(alone)
+    assert finite.sum() >= 40 and (refined <= alone).all()
+    assert (refined[finite] < 0.99 * alone[finite]).float().mean() >= 0.5
+
+
+def test_verification_uses_the_model_not_the_attack_model():
+    model = linear_model(10, 3, seed=20)
+    impostor = linear_model(10, 3, seed=21)
+    x = points(16, 10, seed=9)
+    y = predictions(model, x)
+    distance = linear_distance(model, x, y)
+    found = minimal_l2_distance(model, x, y, "deepfool+cw", clip=None, attack_model=impostor)
+    assert (found >= distance * (1 - 1e-9)).all()  # whatever the impostor proposes
+
+
+def test_carlini_wagner_from_a_start_with_per_sample_constants():
+    model = linear_model(6, 2, seed=5)
+    x = points(10, 6, seed=6, scale=0.3)
+    y = predictions(model, x)
+    distance = linear_distance(model, x, y)
+    direction = model.weight[1 - y] - model.weight[y]
+    start = x + direction * (1.5 * distance / direction.norm(dim=1))[:, None]  # past the boundary
+    const = torch.linspace(2.0, 20.0, 10, dtype=torch.float64)
+    x_adv = carlini_wagner_l2(model, x, y, steps=100, binary_search_steps=1, clip=None,
+                              initial_const=const, start=start)
+    found = (x_adv - x).norm(dim=1)
+    assert (predictions(model, x_adv) != y).all()
+    # within about one Adam step of the truth (0.01 per coordinate: 0.025 in 6 dimensions)
+    assert (found >= distance).all() and (found <= distance + 0.025).all()
+    with pytest.raises(BadInputError, match="initial_const"):
+        carlini_wagner_l2(model, x, y, clip=None,
+                          initial_const=torch.zeros(10, dtype=torch.float64))
+    with pytest.raises(BadInputError, match="start"):
+        carlini_wagner_l2(model, x, y, clip=None, start=x[:3])
+    # from the start, one step evaluates the start itself: a success at 1.5x the distance
+    once = carlini_wagner_l2(model, x, y, steps=1, binary_search_steps=1, clip=None,
+                             start=start)
+    torch.testing.assert_close((once - x).norm(dim=1), 1.5 * distance)
 
 
 def test_minimal_distance_rejects_unknown_methods():
