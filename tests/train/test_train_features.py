@@ -99,9 +99,8 @@ def test_tensorboard_logs_every_epoch_beside_the_jsonl(tmp_path):
 def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
     import sys
 
-    from lipcert.train.tensorboard import open_writer
-
     from lipcert.errors import MissingDependencyError
+    from lipcert.train.tensorboard import open_writer
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'lipcert\[tensorboard\]'"):

@@ -115,3 +115,15 @@ def test_schedulefree_run_resumes_bit_identically_and_ends_on_its_averaged_weigh
     _, test_data = digits()
     assert evaluate(full.model, test_data, [0.0], certify=False)["accuracy"] == \
         full.history[-1]["test_accuracy"]
+
+
+def test_an_oversized_training_state_json_is_refused_before_parsing(tmp_path, monkeypatch):
+    from lipcert.errors import CheckpointError
+    from lipcert.train import checkpointing
+
+    state = tmp_path / checkpointing.STATE_JSON
+    state.write_text('{"epoch": 3, "pad": "' + "x" * 2000 + '"}')
+    assert checkpointing.saved_epoch(tmp_path) == 3
+    monkeypatch.setattr(checkpointing, "MAX_STATE_JSON_BYTES", 1000)
+    with pytest.raises(CheckpointError, match="more than a lipcert training state"):
+        checkpointing.saved_epoch(tmp_path)

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from lipcert.errors import BadInputError
+from lipcert.models.checkpoint import RUN_WEIGHTS
 from lipcert.report import STDOUT
 
 DEVICE_HELP = "auto (cuda if available, else cpu), cpu, cuda or cuda:N (default {default})"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = RUN_WEIGHTS
 
 
 def add_data_flags(parser: argparse.ArgumentParser, *, batch_size: int = 256) -> None:

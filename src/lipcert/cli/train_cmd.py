@@ -170,8 +170,10 @@ def check_run_folder(out: str | None, device: str | None, resume: bool,
         resolve_device(device)
     if out is None or resume:
         return
-    held = [name for name in ("train_state.json", "log.jsonl", "model.safetensors")
-            if (Path(out) / name).exists()]
+    from lipcert.train.checkpointing import MODEL_FILE, STATE_JSON
+    from lipcert.train.loop import LOG_FILE
+
+    held = [name for name in (STATE_JSON, LOG_FILE, MODEL_FILE) if (Path(out) / name).exists()]
     if held and not overwrite:
         raise BadInputError(f"--out {out} already holds a training run ({', '.join(held)}); "
                             "pass --resume to continue it, --overwrite to replace it, or "

@@ -21,12 +21,26 @@ import torch
 from torch import nn
 
 from lipcert.errors import CheckpointError
+from lipcert.models.checkpoint import RUN_WEIGHTS
 from lipcert.report import atomic_write_bytes, write_json
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = RUN_WEIGHTS
 FORMAT = "lipcert-train-state"
+MAX_STATE_JSON_BYTES = 16 * 2**20
+"""The training state's JSON holds no tensors (they are in the safetensors file): anything
+larger than this is not one of lipcert's, and is refused before it is parsed."""
+
+
+def read_state_json(path: Path) -> Any:
+    """The parsed JSON at ``path``, refusing files over :data:`MAX_STATE_JSON_BYTES`
+    (:class:`CheckpointError`); OSError and ValueError pass through to the caller."""
+    size = path.stat().st_size
+    if size > MAX_STATE_JSON_BYTES:
+        raise CheckpointError(f"{path} has {size} bytes, more than a lipcert training state's "
+                              f"JSON ever holds ({MAX_STATE_JSON_BYTES}); it is not one.")
+    return json.loads(path.read_text())
 
 
 def split_tensors(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -115,7 +129,7 @@ def saved_epoch(folder: Path) -> int | None:
     if not path.exists():
         return None
     try:
-        return int(json.loads(path.read_text())["epoch"])
+        return int(read_state_json(path)["epoch"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a lipcert training state ({err}).") from err
 
@@ -131,7 +145,7 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
     """
     path = folder / STATE_JSON
     try:
-        saved = json.loads(path.read_text()).get("settings")
+        saved = read_state_json(path).get("settings")
     except (OSError, ValueError, AttributeError) as err:
         raise CheckpointError(f"cannot read the training state {path} ({err}).") from err
     if not isinstance(saved, dict):
@@ -171,7 +185,7 @@ def load_state(
     """Restore model, optimizer, scheduler and RNG from ``folder``; return the epochs done."""
     json_path, tensor_path = folder / STATE_JSON, folder / STATE_TENSORS
     try:
-        skeleton = json.loads(json_path.read_text())
+        skeleton = read_state_json(json_path)
         with safetensors.safe_open(str(tensor_path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
