@@ -82,10 +82,10 @@ STAGES: dict[str, list[dict[str, Any]]] = {
 
 
 def describe(config: dict[str, Any]) -> str:
-    """A short name listing where ``config`` differs from ``BASE``."""
+    """A short name: the recipe, the offset, and the other settings that differ from ``BASE``."""
     parts = []
     for key, value in config.items():
-        if value == BASE[key]:
+        if value == BASE[key] and key not in ("model", "offset"):
             continue
         if key == "args":
             parts.append("/".join(f"{k[0] if k != 'dense_width' else 'dw'}"
@@ -95,7 +95,7 @@ def describe(config: dict[str, Any]) -> str:
             parts.append(f"offset {value / SQRT2:g} sqrt2")
         else:
             parts.append(f"{key} {value}")
-    return ", ".join(parts) or "base"
+    return ", ".join(parts)
 
 
 def run_config(config: dict[str, Any], seed: int, train_part, val_part) -> dict[str, Any]:
