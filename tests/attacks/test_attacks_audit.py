@@ -150,6 +150,12 @@ class RecordingBar:
     def close(self):
         self.closed = True
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def recording_bars(monkeypatch):
     audit_module = importlib.import_module("lipcert.attacks.audit")  # the name is the function

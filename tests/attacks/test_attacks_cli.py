@@ -80,6 +80,12 @@ def test_audit_progress_is_the_python_bar_and_moves_every_32_points(checkpoint, 
         def close(self):
             pass
 
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
     monkeypatch.setattr(audit_module, "progress_bar", lambda **options: Bar(**options))
     assert main(["audit", str(checkpoint), "--steps", "5", "--limit", "100"]) == 0
     text = capsys.readouterr().out
