@@ -78,3 +78,14 @@ def test_cli_train_normalize_then_certify(tmp_path, capsys):
     assert main(["certify", str(out), "--eps", "0.1", "--limit", "32", "--no-progress",
                  "--json", str(result)]) == 0
     assert json.loads(result.read_text())["points"] == 32
+
+
+def test_normalize_fits_a_dataset_that_is_not_a_tensor_dataset(tmp_path):
+    train_data, test_data = digits()
+    subset = torch.utils.data.Subset(train_data, range(0, 600, 2))
+    config = TrainConfig(model="sll-s", data="digits", epochs=1, batch_size=256, width=4,
+                         depth=1, normalize=True, certify=False, progress=False,
+                         out=str(tmp_path / "run"))
+    model = train_from_config(config, subset, test_data).model
+    expected = train_data.tensors[0][0:600:2].double().std(correction=0)
+    assert float(model[0].std) == pytest.approx(float(expected), rel=1e-6)

@@ -52,7 +52,7 @@ def train_from_config(
         if config.normalize:  # statistics of the images it trains on (never of the test split)
             from lipcert.models import fit_input_normalization
 
-            fit_input_normalization(model, train_data.tensors[0])
+            fit_input_normalization(model, _images_of(train_data))
     elif config.normalize:
         raise BadInputError("normalize applies to recipe models; put the normalization inside "
                             "your factory's model (lipcert.bounds.Normalize).")
@@ -70,3 +70,11 @@ def train_from_config(
         noise=config.noise, adversarial=config.adversarial, augment=config.augment,
         tensorboard=config.tensorboard, eval_every=config.eval_every,
     )
+
+
+def _images_of(dataset: Dataset) -> torch.Tensor:
+    """All input images of ``dataset`` as one tensor (a TensorDataset's own, else stacked)."""
+    tensors = getattr(dataset, "tensors", None)
+    if tensors is not None:
+        return tensors[0]
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
