@@ -116,15 +116,20 @@ def minimal_l2_distance(
                                               eot=eot))
         if method == "deepfool+cw":
             distance = _refine(attacker, x, y, point, distance, verify, clip=clip, eot=eot,
-                               steps=cw_steps or REFINE_STEPS,
-                               searches=cw_binary_search_steps or REFINE_SEARCHES)
+                               steps=_given(cw_steps, REFINE_STEPS),
+                               searches=_given(cw_binary_search_steps, REFINE_SEARCHES))
         elif method in ("cw", "best"):
             proposal = carlini_wagner_l2(
-                attacker, x, y, steps=cw_steps or CW_STEPS,
-                binary_search_steps=cw_binary_search_steps or CW_SEARCHES, clip=clip, eot=eot,
+                attacker, x, y, steps=_given(cw_steps, CW_STEPS),
+                binary_search_steps=_given(cw_binary_search_steps, CW_SEARCHES), clip=clip,
+                eot=eot,
             )
             distance = torch.minimum(distance, verify(proposal)[1])
     return torch.where(predict(model, x, votes) != y, torch.zeros_like(distance), distance)
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _verified(model: Model, attacker: Model, x: Tensor, y: Tensor, proposal: Tensor, *,
