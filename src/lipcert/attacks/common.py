@@ -219,7 +219,6 @@ def attack_copy(model: Model, x: Tensor) -> Model:
     on every call) when that copy returns bit for bit the logits of ``model`` on ``x``;
     ``model`` itself otherwise (not a module, randomized, or any difference). Callers still
     verify every adversarial point on ``model``."""
-    from lipcert.errors import LipcertError
     from lipcert.layers import to_vanilla
 
     if not isinstance(model, torch.nn.Module) or is_randomized(model) or not len(x):
@@ -228,7 +227,7 @@ def attack_copy(model: Model, x: Tensor) -> Model:
         copy = to_vanilla(model, (1, *x.shape[1:]))
         with torch.no_grad():
             same = torch.equal(copy(x), model(x))
-    except (LipcertError, RuntimeError, TypeError):
+    except Exception:  # noqa: BLE001 -- a module the export cannot handle: attack the model
         return model
     return copy if same else model
 

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     audit.add_argument("--minimal", choices=METHODS, default="deepfool+cw",
                        help="minimal-distance attack (default deepfool+cw: DeepFool, then "
                        "Carlini-Wagner started at its point; best: DeepFool and a 9-round "
-                       "Carlini-Wagner search from the input, about 10 times slower)")
+                       "Carlini-Wagner search from the input; the audit takes 4-5 times as "
+                       "long)")
     audit.add_argument("--seed", type=int, default=0, help="seed of the random starts "
                        "(default 0)")
     add_plot_flag(audit, "a histogram of the tightness ratios")
