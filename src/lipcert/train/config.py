@@ -38,7 +38,7 @@ class TrainConfig:
     evaluate (and certify) every K epochs and after the last.
     """
 
-    model: str = "sll-s"
+    model: str = "sll-m"
     data: str = "mnist-5k"
     data_root: str | None = None
     loss: str = "margin-ce"
