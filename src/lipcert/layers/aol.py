@@ -5,6 +5,15 @@ The effective weight is ``W diag(d)^{-1/2}`` with ``d_i = sum_j |W^T W|_ij`` (fo
 (module :mod:`lipcert.layers._schur`) the rescaled operator has norm at most 1, for dense layers
 and for convolutions with any stride, dilation, groups, input size, zero or circular padding.
 A zero ``d_i`` belongs to an all-zero input column, which stays zero.
+
+Initialization: the AOL paper stresses that the rescaling is tight, and the layer close to
+orthogonal, when ``W^T W`` is close to diagonal. torch's default (Kaiming-uniform) kernels are
+far from that, so the layers started with norms well below 1 and signals shrank layer after
+layer. Both layers therefore start orthogonal: ``AOLLinear`` from an orthogonal matrix
+(``nn.init.orthogonal_``), ``AOLConv2d`` from a delta-orthogonal kernel (an orthogonal matrix
+at the kernel's centre tap, zeros elsewhere; Xiao et al. 2018, arXiv 1806.05393). Then
+``W^T W`` is the identity (``out >= in``; a projection otherwise), ``d = 1`` and the layer
+is an isometry at initialization.
 """
 
 from __future__ import annotations
@@ -16,6 +25,20 @@ from lipcert.layers._schur import dense_kernel, reciprocal_rounded_down, schur_d
 from lipcert.layers.parametrized import ParametrizedConv2d, ParametrizedLinear
 
 __all__ = ["AOLLinear", "AOLConv2d", "aol_scale"]
+
+
+def _start_orthogonal(layer: nn.Module, groups: int = 1) -> None:
+    """Set the layer's raw weight to an orthogonal (dense) or delta-orthogonal (conv) one,
+    one orthogonal block per group."""
+    raw = layer.parametrizations.weight.original
+    rows, columns = raw.shape[0] // groups, raw.shape[1]
+    blocks = [nn.init.orthogonal_(torch.empty(rows, columns, dtype=torch.float64))
+              for _ in range(groups)]
+    with torch.no_grad():
+        start = torch.zeros_like(raw)
+        centre = start[(slice(None), slice(None), *(k // 2 for k in raw.shape[2:]))]
+        centre.copy_(torch.cat(blocks))
+        raw.copy_(start)
 
 
 def aol_scale(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
@@ -44,16 +67,19 @@ class _AOLRescale(nn.Module):
 
 
 class AOLLinear(ParametrizedLinear):
-    """``nn.Linear`` with AOL-rescaled weight; spectral norm <= 1. Arguments as ``nn.Linear``."""
+    """``nn.Linear`` with AOL-rescaled weight; spectral norm <= 1, orthogonal at
+    initialization. Arguments as ``nn.Linear``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
                  dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device, dtype,
                          parametrization=_AOLRescale())
+        _start_orthogonal(self)
 
 
 class AOLConv2d(ParametrizedConv2d):
-    """``nn.Conv2d`` with AOL-rescaled kernel; operator norm <= 1 for every input size.
+    """``nn.Conv2d`` with AOL-rescaled kernel; operator norm <= 1 for every input size,
+    delta-orthogonal at initialization (per group).
 
     Arguments as ``nn.Conv2d``; ``padding_mode`` must be ``"zeros"`` or ``"circular"``.
     """
@@ -64,3 +90,4 @@ class AOLConv2d(ParametrizedConv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias, padding_mode, device, dtype,
                          parametrization=lambda geometry: _AOLRescale(geometry.groups))
+        _start_orthogonal(self, groups)
