@@ -178,10 +178,11 @@ def audit(
         eot, votes: for a randomized model (e.g. certified by
             :func:`lipcert.certify.noise_injection_radii`), noise draws the attacks average
             per step and forward passes each prediction is the majority of.
-        progress: show a bar (:func:`lipcert.progress.progress_bar`) over the certified
-            points. Within a batch it advances by half the batch when PGD is done (about half
-            of the work) and by the rest when the minimal-distance attacks are, so by at most
-            32 points at a time with the default ``batch_size``.
+        progress: show a bar (:func:`lipcert.progress.progress_bar`) over all the points;
+            the uncertified ones (nothing to attack) count at once. Within a batch of
+            certified points it advances by half the batch when PGD is done (about half of
+            the work) and by the rest when the minimal-distance attacks are, so by at most 32
+            points at a time with the default ``batch_size``.
 
     Returns:
         An :class:`AuditReport`.
@@ -201,7 +202,8 @@ def audit(
     certified = radii > 0
     chosen = certified.nonzero().flatten()
     attacker = attack_copy(model, x[chosen[:batch_size]])
-    with progress_bar(total=len(chosen), desc="audit", unit="point", enabled=progress) as bar:
+    with progress_bar(total=count, desc="audit", unit="point", enabled=progress) as bar:
+        bar.update(count - len(chosen))  # uncertified points: nothing to attack
         for start in range(0, len(chosen), batch_size):
             index = chosen[start : start + batch_size]
             xc, yc, rc = x[index], y[index], radii[index]
