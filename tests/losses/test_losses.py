@@ -130,7 +130,8 @@ def test_build_loss_derives_margins_from_eps_and_rejects_bad_settings():
     assert build_loss("margin-ce", eps=1.0).offset == pytest.approx(2 * math.sqrt(2))
     assert build_loss("margin-ce", eps=0.5).offset == pytest.approx(math.sqrt(2))
     assert build_loss("margin-ce", eps=1.0, offset=0.3).offset == pytest.approx(0.3)
-    assert build_loss("hinge", eps=0.5).margin == pytest.approx(math.sqrt(2) / 2)
+    assert build_loss("hinge", eps=0.5).margin == pytest.approx(math.sqrt(2))
+    assert build_loss("hkr", eps=0.5).margin == pytest.approx(math.sqrt(2) / 2)
     assert build_loss("lmt++", eps=0.5).pairwise
     with pytest.raises(LipcertError, match="unknown loss"):
         build_loss("focal")

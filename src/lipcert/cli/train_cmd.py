@@ -39,7 +39,8 @@ TRAIN_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("offset", float, "margin-ce logit offset (default 2 sqrt(2) * eps: the margin for radius 2 "
      "eps, chosen on a validation split)"),
     ("temperature", float, "margin-ce temperature"),
-    ("margin", float, "hinge / hkr margin (default sqrt(2) * eps)"),
+    ("margin", float, "hinge margin (default 2 sqrt(2) * eps, like the offset) / hkr margin "
+     "(default sqrt(2) * eps)"),
     ("alpha", float, "hkr weight of the hinge term, in [0, 1]"),
     ("ramp_epochs", int, "LMT: ramp eps up over this many epochs"),
     ("penalty", float, "weight of the Lipschitz penalty added to the loss"),
