@@ -228,6 +228,7 @@ def test_optional_forward_arguments_keep_their_defaults():
 
 
 def test_works_under_no_grad():
+    torch.manual_seed(0)  # unseeded, some draws leave every ReLU dead at x: a lower bound of 0
     model = _small_resnet().eval()
     x = torch.rand(2, 1, 8, 8)
     expected = float(lipschitz_bound(model, x))
