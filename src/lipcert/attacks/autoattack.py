@@ -23,6 +23,7 @@ so that a robust accuracy computed from it is an honest empirical upper bound.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -116,8 +117,6 @@ def autoattack(
         raise BadInputError(f"AutoAttack attacks image batches (N, C, H, W), got shape "
                             f"{tuple(x.shape)}.")
     if version == "standard" and is_randomized(model):
-        import warnings
-
         warnings.warn("AutoAttack 'standard' on a randomized model (NoiseInjection) overstates "
                       "its robustness; use version='rand' (EOT over 20 draws).",
                       RandomizedModelWarning, stacklevel=2)

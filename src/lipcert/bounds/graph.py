@@ -116,6 +116,7 @@ class _BoundInterpreter(fx.Interpreter):
         self.steps: dict[fx.Node, Step] = {}
         self.records: list[LayerBound] = []
         self.batch = 0
+        self.order = {n: i for i, n in enumerate(graph_module.graph.nodes)}  # topological
 
     def run_node(self, node: fx.Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(node)
@@ -171,8 +172,7 @@ class _BoundInterpreter(fx.Interpreter):
         so ``x + f(x)`` reads ``1 + ||f||``), and the method naming that node."""
         operands = [n for n in node.all_input_nodes if n in self.running]
         shared = set.intersection(*(self._ancestors(n) for n in operands))
-        order = {n: i for i, n in enumerate(self.module.graph.nodes)}
-        fork = max(shared, key=order.__getitem__)
+        fork = max(shared, key=self.order.__getitem__)
         before = float(self.running[fork].detach())
         after = float(step.running.detach())
         factor = after / before if before > 0 else 0.0
